@@ -1,0 +1,111 @@
+//! The config file as users write it: serde structs with every default named here.
+//! Nothing in this file is validated; `super::validate` turns it into a typed `Config`.
+
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_AUTH_PREFIX: &str = "/auth";
+pub const DEFAULT_COOKIE_NAME: &str = "__Host-gatehouse";
+pub const DEFAULT_SAME_SITE: &str = "strict";
+pub const DEFAULT_IDLE_TIMEOUT: &str = "30m";
+pub const DEFAULT_MAX_LIFETIME: &str = "12h";
+pub const DEFAULT_REDIS_PREFIX: &str = "gatehouse:";
+pub const DEFAULT_MEMORY_CAPACITY: u64 = 100_000;
+pub const DEFAULT_CSRF_HEADER: &str = "X-CSRF";
+pub const DEFAULT_CSRF_VALUE: &str = "1";
+pub const DEFAULT_UPSTREAM_TIMEOUT: &str = "30s";
+pub const DEFAULT_CONNECT_TIMEOUT: &str = "5s";
+pub const DEFAULT_PROVIDER_TIMEOUT: &str = "10s";
+pub const DEFAULT_STORE_TIMEOUT: &str = "2s";
+pub const DEFAULT_SHUTDOWN_GRACE: &str = "30s";
+pub const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub const DEFAULT_CLOCK_SKEW: &str = "60s";
+pub const DEFAULT_MAX_ID_TOKEN_AGE: &str = "10m";
+pub const DEFAULT_REFRESH_SKEW: &str = "60s";
+pub const DEFAULT_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+pub const DEFAULT_ALGS: [&str; 3] = ["RS256", "PS256", "ES256"];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub server: ServerFile,
+    pub oidc: OidcFile,
+    #[serde(default)]
+    pub session: SessionFile,
+    #[serde(default)]
+    pub auth: AuthFile,
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    pub listen: Option<String>,
+    pub public_origin: String,
+    pub max_connections: Option<usize>,
+    pub header_read_timeout: Option<String>,
+    pub shutdown_grace: Option<String>,
+    pub upstream_connect_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcFile {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    /// `prompt` for every authorization request, e.g. "consent" (some providers need it
+    /// before they issue a refresh token for `offline_access`).
+    pub prompt: Option<String>,
+    /// "client_secret_basic" (default) or "client_secret_post".
+    pub token_endpoint_auth: Option<String>,
+    pub allowed_algs: Option<Vec<String>>,
+    pub post_logout_redirect_uri: Option<String>,
+    pub timeout: Option<String>,
+    pub clock_skew: Option<String>,
+    pub max_id_token_age: Option<String>,
+    pub refresh_skew: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionFile {
+    /// "memory" (default) or "redis".
+    pub store: Option<String>,
+    pub redis_url: Option<String>,
+    pub redis_prefix: Option<String>,
+    pub keys: Option<Vec<String>>,
+    pub cookie_name: Option<String>,
+    pub cookie_domain: Option<String>,
+    pub cookie_path: Option<String>,
+    /// "strict" (default) or "lax".
+    pub same_site: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_lifetime: Option<String>,
+    pub memory_capacity: Option<u64>,
+    pub store_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    pub prefix: Option<String>,
+    pub csrf_header: Option<String>,
+    pub csrf_value: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub path: String,
+    pub upstream: String,
+    /// "required" | "optional" | "none"; no default, so every route says what it is.
+    pub auth: String,
+    pub csrf_header: Option<String>,
+    pub csrf_value: Option<String>,
+    pub timeout: Option<String>,
+}

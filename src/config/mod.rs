@@ -1,0 +1,159 @@
+//! Configuration: the TOML file model (`file`), the environment (`env`), and `validate`, which
+//! turns them into one typed, immutable [`Config`] or a list of every problem, each naming its key.
+
+mod env;
+mod file;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use openidconnect::core::CoreJwsSigningAlgorithm;
+use url::Url;
+
+pub use env::{ENV_CLIENT_SECRET, ENV_REDIS_URL, ENV_SESSION_KEYS, EnvSource, NoEnv, ProcessEnv};
+pub use file::FileConfig;
+
+use crate::cookie::KeyRing;
+use crate::csrf::CsrfPolicy;
+use crate::routes::RouteTable;
+use crate::secret::Secret;
+
+/// Everything gatehouse runs with. Built once at start-up by [`Config::from_toml`]; never mutated.
+#[derive(Debug)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub oidc: OidcConfig,
+    pub session: SessionConfig,
+    pub auth: AuthConfig,
+    pub routes: RouteTable,
+    /// Non-fatal remarks to log at start-up (e.g. an ephemeral key for the memory store).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// The origin the browser sees (`https://app.example.com`); redirect targets and the
+    /// CSRF `Origin` check are built from it.
+    pub public_origin: Url,
+    /// `public_origin` serialized without a trailing slash, as browsers send it in `Origin`.
+    pub origin: String,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub upstream_connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenEndpointAuth {
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+#[derive(Debug)]
+pub struct OidcConfig {
+    pub issuer: Url,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub scopes: Vec<String>,
+    pub prompt: Option<String>,
+    pub token_endpoint_auth: TokenEndpointAuth,
+    pub allowed_algs: Vec<CoreJwsSigningAlgorithm>,
+    /// `public_origin` + auth prefix + `/callback`.
+    pub redirect_uri: Url,
+    pub post_logout_redirect_uri: Url,
+    pub timeout: Duration,
+    pub clock_skew: Duration,
+    pub max_id_token_age: Duration,
+    pub refresh_skew: Duration,
+}
+
+#[derive(Debug)]
+pub enum StoreConfig {
+    Memory { capacity: u64 },
+    Redis { url: Secret, prefix: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Strict,
+    Lax,
+}
+
+#[derive(Debug)]
+pub struct SessionConfig {
+    pub store: StoreConfig,
+    pub keys: KeyRing,
+    pub cookie_name: String,
+    /// Name of the short-lived cookie that binds a login in progress to this browser.
+    pub login_cookie_name: String,
+    pub same_site: SameSite,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+    pub store_timeout: Duration,
+    /// Key prefix in the store (Redis), shared by sessions and login transactions.
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct CsrfHeader {
+    pub name: HeaderName,
+    pub value: HeaderValue,
+}
+
+#[derive(Debug)]
+pub struct AuthConfig {
+    /// Path prefix of gatehouse's own endpoints, default `/auth`.
+    pub prefix: String,
+    /// Anti-forgery policy of `/auth/user` and `POST /auth/logout`; routes default to it.
+    pub csrf: CsrfPolicy,
+}
+
+/// One problem in the configuration, naming the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+/// Every problem found, so `gatehouse check` can list them all at once.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigErrors {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config is not valid TOML: {0}")]
+    Parse(String),
+    #[error("{}", list(.0))]
+    Invalid(Vec<ConfigError>),
+}
+
+fn list(errors: &[ConfigError]) -> String {
+    let lines: Vec<String> = errors.iter().map(|e| format!("  - {e}")).collect();
+    format!("invalid configuration:\n{}", lines.join("\n"))
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path, env: &dyn EnvSource) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigErrors::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text, env)
+    }
+
+    /// Parses and validates config text; environment values override the file where documented.
+    pub fn from_toml(text: &str, env: &dyn EnvSource) -> Result<Config, ConfigErrors> {
+        let file: FileConfig =
+            toml::from_str(text).map_err(|e| ConfigErrors::Parse(e.to_string()))?;
+        validate::validate(file, env).map_err(ConfigErrors::Invalid)
+    }
+}

@@ -1,0 +1,158 @@
+//! The one place errors become HTTP responses.
+//!
+//! Errors are classified by whose fault they are: the browser's (4xx), the provider's or an
+//! upstream's (502/503/504), or ours (500). The response carries a stable `error` code and a
+//! generic message, `Cache-Control: no-store`, and never internals; the detail is logged once
+//! by the request pipeline. Converting has no side effects.
+
+use http::{Response, StatusCode};
+use serde_json::json;
+
+use crate::csrf::CsrfError;
+use crate::oidc::OidcError;
+use crate::response::{self, Body};
+use crate::session::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no session")]
+    Unauthenticated,
+    #[error("anti-forgery check failed: {0}")]
+    Csrf(#[from] CsrfError),
+    #[error("request path is not accepted: it could be read differently upstream")]
+    BadPath,
+    #[error("no route for this path")]
+    NoRoute,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("logout request lacks this session's sid")]
+    LogoutForbidden,
+    #[error(transparent)]
+    Oidc(#[from] OidcError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("token refresh failed and the access token expired: {0}")]
+    RefreshUnavailable(String),
+    #[error("upstream {upstream} is unreachable: {detail}")]
+    UpstreamUnavailable { upstream: String, detail: String },
+    #[error("upstream {upstream} did not answer within {seconds}s")]
+    UpstreamTimeout { upstream: String, seconds: u64 },
+}
+
+impl Error {
+    /// Status, stable code and the message shown to the client.
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Error::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated", "log in first"),
+            Error::Csrf(_) => (
+                StatusCode::FORBIDDEN,
+                "csrf",
+                "request refused by the anti-forgery check",
+            ),
+            Error::BadPath => (
+                StatusCode::BAD_REQUEST,
+                "bad_path",
+                "request path not accepted",
+            ),
+            Error::NoRoute => (StatusCode::NOT_FOUND, "not_found", "no route for this path"),
+            Error::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed",
+            ),
+            Error::LogoutForbidden => (
+                StatusCode::FORBIDDEN,
+                "csrf",
+                "logout must carry this session's sid or the anti-forgery header",
+            ),
+            Error::Oidc(e) => e.parts(),
+            Error::RefreshUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "provider_unavailable",
+                "could not renew access with the identity provider, try again shortly",
+            ),
+            Error::Store(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "session store unavailable, try again shortly",
+            ),
+            Error::UpstreamUnavailable { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                "upstream unavailable",
+            ),
+            Error::UpstreamTimeout { .. } => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "upstream timed out",
+            ),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    /// JSON for API clients; a small HTML page for browser navigations (`wants_html`).
+    pub fn into_response(self, wants_html: bool) -> Response<Body> {
+        let (status, code, message) = self.parts();
+        let mut res = if wants_html {
+            response::html(
+                status,
+                response::page(
+                    "Sign-in problem",
+                    message,
+                    Some(("/", "Back to the application")),
+                ),
+            )
+        } else {
+            response::json(status, &json!({ "error": code, "message": message }))
+        };
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("5"),
+            );
+        }
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_by_fault() {
+        assert_eq!(Error::Unauthenticated.status(), 401);
+        assert_eq!(Error::Csrf(CsrfError::MissingHeader).status(), 403);
+        let up = Error::UpstreamUnavailable {
+            upstream: "http://x".into(),
+            detail: "refused".into(),
+        };
+        assert_eq!(up.status(), 502);
+        assert_eq!(
+            Error::UpstreamTimeout {
+                upstream: "x".into(),
+                seconds: 1
+            }
+            .status(),
+            504
+        );
+        assert_eq!(
+            Error::Store(StoreError::Timeout(std::time::Duration::from_secs(1))).status(),
+            503
+        );
+    }
+
+    #[test]
+    fn bodies_never_carry_the_internal_detail() {
+        let e = Error::UpstreamUnavailable {
+            upstream: "http://10.1.2.3:9".into(),
+            detail: "secret-internal".into(),
+        };
+        let res = e.into_response(false);
+        assert_eq!(res.headers()["cache-control"], "no-store");
+        assert_eq!(res.headers()["content-type"], "application/json");
+    }
+}

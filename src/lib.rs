@@ -1,0 +1,36 @@
+//! gatehouse: a backend-for-frontend token handler. The browser holds only an encrypted
+//! cookie; gatehouse runs the OpenID Connect code flow, keeps the tokens, and forwards API
+//! calls with `Authorization: Bearer`.
+//!
+//! A request's path: [`server`] → [`pipeline`] → [`endpoints`] or [`routes`] → [`csrf`] →
+//! [`session`] → [`oidc::refresh`] → [`proxy`].
+//!
+//! - [`config`]: TOML + environment → validated, typed `Config`
+//! - [`server`]: accept loop, connection limits, graceful shutdown
+//! - [`pipeline`]: the per-request lifecycle and the shared `App`
+//! - [`endpoints`]: `/auth/login`, `/auth/callback`, `/auth/user`, `/auth/logout`, health
+//! - [`routes`]: route table, longest-prefix match, path safety
+//! - [`csrf`]: the anti-forgery check
+//! - [`redirect`]: `return_to` validation
+//! - [`session`]: session records, login transactions, Redis and memory stores
+//! - [`cookie`]: cookie attributes and AES-GCM sealing with a key ring
+//! - [`oidc`]: discovery, JWKS, login, callback, ID token validation, refresh, revocation
+//! - [`proxy`]: forwarding and header hygiene
+//! - [`error`]: the one place errors become responses; [`response`]: response builders
+//! - [`secret`]: redacted secret strings; [`telemetry`]: logging setup
+
+pub mod config;
+pub mod cookie;
+pub mod csrf;
+pub mod endpoints;
+pub mod error;
+pub mod oidc;
+pub mod pipeline;
+pub mod proxy;
+pub mod redirect;
+pub mod response;
+pub mod routes;
+pub mod secret;
+pub mod server;
+pub mod session;
+pub mod telemetry;

@@ -1,0 +1,103 @@
+//! The `gatehouse` binary: argument parsing and wiring only.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use clap::{Parser, Subcommand};
+use gatehouse::config::{Config, ProcessEnv};
+
+#[derive(Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Backend-for-frontend token handler for single-page apps"
+)]
+struct Cli {
+    /// Config file.
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "config.toml",
+        env = "GATEHOUSE_CONFIG"
+    )]
+    config: PathBuf,
+    /// Log filter, e.g. "info" or "gatehouse=debug".
+    #[arg(long, global = true, env = "GATEHOUSE_LOG")]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Validate the config file and list every problem.
+    Check,
+    /// Print a fresh random session key (base64 of 32 bytes).
+    Keygen,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Keygen => {
+            let key = gatehouse::cookie::random_key();
+            #[expect(clippy::print_stdout, reason = "keygen's output is the key")]
+            {
+                println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
+            }
+            Ok(())
+        }
+        Command::Check => {
+            let config = Config::load(&cli.config, &ProcessEnv)?;
+            #[expect(clippy::print_stdout, reason = "check reports to the operator")]
+            {
+                for w in &config.warnings {
+                    println!("warning: {w}");
+                }
+                println!("{}: ok", cli.config.display());
+            }
+            Ok(())
+        }
+        Command::Run => {
+            gatehouse::telemetry::init(cli.log.as_deref());
+            let config = Config::load(&cli.config, &ProcessEnv)?;
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(config.server.listen)
+                    .await
+                    .with_context(|| {
+                        format!("cannot listen on {} (server.listen)", config.server.listen)
+                    })?;
+                gatehouse::server::run(listener, config, shutdown_signal()).await?;
+                Ok(())
+            })
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,211 @@
+//! The authorization-code flow with PKCE: building the authorization request, checking the
+//! authorization response, exchanging the code and validating what comes back.
+//!
+//! Rules:
+//! 1. `state` and `nonce` are 128 random bits each, PKCE is S256; all three live only in the
+//!    login transaction, sealed with the browser's login-binding key, for 10 minutes, once.
+//! 2. A response with a duplicated `code`, `state`, `iss` or `error` is refused.
+//! 3. RFC 9207: `iss` must equal our issuer when present, and must be present when the
+//!    provider advertises `authorization_response_iss_parameter_supported`.
+//! 4. Tokens are kept only after the ID token passed every check.
+
+use openidconnect::core::{CoreAuthenticationFlow, CoreErrorResponseType};
+use openidconnect::{
+    AuthorizationCode, CsrfToken, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    RequestTokenError, Scope, TokenResponse,
+};
+use url::Url;
+
+use super::{Oidc, OidcError, error_chain};
+use crate::secret::Secret;
+use crate::session::{LoginTxn, Tokens, now};
+
+/// Access-token lifetime assumed when the provider sends no `expires_in`.
+pub const DEFAULT_EXPIRES_IN: i64 = 300;
+
+/// Claims that are protocol machinery, not facts about the user; `/auth/user` leaves them out.
+const TECHNICAL_CLAIMS: [&str; 11] = [
+    "iss",
+    "aud",
+    "exp",
+    "iat",
+    "nonce",
+    "azp",
+    "at_hash",
+    "c_hash",
+    "sid",
+    "auth_time",
+    "jti",
+];
+
+pub struct LoginStart {
+    pub url: Url,
+    pub state: String,
+    pub txn: LoginTxn,
+}
+
+/// The parameters of an authorization response, each present at most once.
+#[derive(Debug, Default)]
+pub struct CallbackParams {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub iss: Option<String>,
+    pub error: Option<String>,
+}
+
+impl CallbackParams {
+    pub fn parse(query: Option<&str>) -> Result<CallbackParams, OidcError> {
+        let mut p = CallbackParams::default();
+        for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let (slot, name) = match &*k {
+                "code" => (&mut p.code, "code"),
+                "state" => (&mut p.state, "state"),
+                "iss" => (&mut p.iss, "iss"),
+                "error" => (&mut p.error, "error"),
+                _ => continue,
+            };
+            if slot.replace(v.into_owned()).is_some() {
+                return Err(OidcError::DuplicateParam(name));
+            }
+        }
+        Ok(p)
+    }
+}
+
+pub struct LoginResult {
+    pub sub: String,
+    pub sid: Option<String>,
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    pub tokens: Tokens,
+}
+
+impl Oidc {
+    /// A new authorization request and the transaction to remember until the callback.
+    pub fn start_login(&self, return_to: String) -> Result<LoginStart, OidcError> {
+        let provider = self.provider()?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = provider.client.authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        );
+        for scope in self.settings.scopes.iter().filter(|s| *s != "openid") {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        if let Some(prompt) = &self.settings.prompt {
+            request = request.add_extra_param("prompt", prompt.clone());
+        }
+        let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
+        Ok(LoginStart {
+            url,
+            state: state.secret().clone(),
+            txn: LoginTxn {
+                pkce_verifier: Secret::new(verifier.secret().clone()),
+                nonce: Secret::new(nonce.secret().clone()),
+                return_to,
+                created_at: now(),
+            },
+        })
+    }
+
+    /// RFC 9207 check of the response's `iss` against the discovered provider.
+    pub fn check_response_issuer(&self, iss: Option<&str>) -> Result<(), OidcError> {
+        let provider = self.provider()?;
+        match iss {
+            Some(iss) if iss == self.settings.issuer => Ok(()),
+            Some(_) => Err(OidcError::IssuerMismatch("does not match the issuer")),
+            None if provider
+                .extra()
+                .authorization_response_iss_parameter_supported =>
+            {
+                Err(OidcError::IssuerMismatch(
+                    "is missing although the provider advertises it",
+                ))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Exchanges the code (with the PKCE verifier) and validates the ID token against the
+    /// transaction's nonce.
+    pub async fn finish_login(
+        &self,
+        code: String,
+        txn: &LoginTxn,
+    ) -> Result<LoginResult, OidcError> {
+        let provider = self.provider()?;
+        let response = provider
+            .client
+            .exchange_code(AuthorizationCode::new(code))
+            .set_pkce_verifier(PkceCodeVerifier::new(txn.pkce_verifier.expose().to_owned()))
+            .request_async(self.http())
+            .await
+            .map_err(token_error)?;
+        let id_token = response.id_token().ok_or_else(|| {
+            OidcError::InvalidTokenResponse("no id_token in the token response".into())
+        })?;
+        let nonce = Nonce::new(txn.nonce.expose().to_owned());
+        let claims = self.verify_id_token(&provider, id_token, &nonce).await?;
+
+        let mut user = match serde_json::to_value(&claims) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        let sid = user.get("sid").and_then(|v| v.as_str()).map(str::to_owned);
+        for k in TECHNICAL_CLAIMS {
+            user.remove(k);
+        }
+        let expires_in = response
+            .expires_in()
+            .and_then(|d| i64::try_from(d.as_secs()).ok())
+            .unwrap_or(DEFAULT_EXPIRES_IN);
+        Ok(LoginResult {
+            sub: claims.subject().as_str().to_owned(),
+            sid,
+            claims: user,
+            tokens: Tokens {
+                access_token: Secret::new(response.access_token().secret().clone()),
+                issued_at: now(),
+                access_expires_at: now().saturating_add(expires_in),
+                refresh_token: response
+                    .refresh_token()
+                    .map(|t| Secret::new(t.secret().clone())),
+                id_token: Some(Secret::new(id_token.to_string())),
+            },
+        })
+    }
+
+    /// Where to send the browser after a local logout: the provider's end-session endpoint
+    /// when it has one (with `id_token_hint` and our `post_logout_redirect_uri`), else ours.
+    pub fn logout_url(&self, id_token: Option<&Secret>) -> String {
+        let fallback = self.settings.post_logout_redirect_uri.to_string();
+        let Ok(provider) = self.provider() else {
+            return fallback;
+        };
+        let Some(end) = provider.extra().end_session_endpoint.clone() else {
+            return fallback;
+        };
+        let mut url = end;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(t) = id_token {
+                q.append_pair("id_token_hint", t.expose());
+            }
+            q.append_pair("client_id", &self.settings.client_id);
+            q.append_pair("post_logout_redirect_uri", &fallback);
+        }
+        url.to_string()
+    }
+}
+
+/// Token-endpoint failures: the provider's refusal vs. not reaching it at all.
+pub(super) fn token_error<RE: std::error::Error + 'static>(
+    e: RequestTokenError<RE, openidconnect::StandardErrorResponse<CoreErrorResponseType>>,
+) -> OidcError {
+    match e {
+        RequestTokenError::ServerResponse(r) => OidcError::TokenRejected(r.error().to_string()),
+        RequestTokenError::Request(inner) => OidcError::ProviderUnavailable(error_chain(&inner)),
+        RequestTokenError::Parse(inner, _) => OidcError::InvalidTokenResponse(inner.to_string()),
+        RequestTokenError::Other(s) => OidcError::InvalidTokenResponse(s),
+    }
+}

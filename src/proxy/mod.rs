@@ -1,0 +1,73 @@
+//! Forwarding to upstreams: one pooled hyper client for all routes, bodies streamed both
+//! ways without buffering, and a deadline on the upstream's response headers.
+
+pub mod headers;
+
+use std::time::Duration;
+
+use http::{Request, Response, Uri};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::error::Error;
+use crate::response::Body;
+use crate::routes::Route;
+
+/// The shared upstream client.
+#[derive(Clone)]
+pub struct Forwarder {
+    client: Client<HttpConnector, Incoming>,
+}
+
+impl Forwarder {
+    pub fn new(connect_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Self { client }
+    }
+
+    /// Sends `req` (headers already prepared) to the route's upstream, keeping its path and query.
+    pub async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        route: &Route,
+    ) -> Result<Response<Body>, Error> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(route.upstream.scheme.clone());
+        parts.authority = Some(route.upstream.authority.clone());
+        parts.path_and_query = req.uri().path_and_query().cloned();
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|e| Error::UpstreamUnavailable {
+            upstream: route.upstream.authority.to_string(),
+            detail: e.to_string(),
+        })?;
+        *req.version_mut() = http::Version::HTTP_11;
+
+        let response = match tokio::time::timeout(route.timeout, self.client.request(req)).await {
+            Ok(Ok(res)) => res,
+            Ok(Err(e)) => {
+                return Err(Error::UpstreamUnavailable {
+                    upstream: route.upstream.authority.to_string(),
+                    detail: crate::oidc::error_chain(&e),
+                });
+            }
+            Err(_) => {
+                return Err(Error::UpstreamTimeout {
+                    upstream: route.upstream.authority.to_string(),
+                    seconds: route.timeout.as_secs(),
+                });
+            }
+        };
+        let (mut parts, body) = response.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, Either::Left(body)))
+    }
+}

@@ -1,0 +1,218 @@
+//! The route table: which upstream serves a path, and how it is authenticated.
+//! Longest prefix wins; a prefix without a trailing slash matches whole segments only
+//! (`/api` matches `/api` and `/api/x`, never `/apix`).
+
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+
+use crate::csrf::CsrfPolicy;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// A session is required; the access token is attached. No session → 401.
+    Required,
+    /// The token is attached when there is a session; without one the request goes on bare.
+    Optional,
+    /// Gatehouse never attaches a token (static assets, public pages).
+    None,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Required => "required",
+            AuthMode::Optional => "optional",
+            AuthMode::None => "none",
+        }
+    }
+}
+
+/// Where a route forwards to: scheme and authority only; the request's path is kept as it is.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub scheme: Scheme,
+    pub authority: Authority,
+}
+
+impl Upstream {
+    /// Parses `http://host:port` (no path, query or credentials).
+    pub fn parse(raw: &str) -> Result<Upstream, String> {
+        let uri: http::Uri = raw
+            .parse()
+            .map_err(|e| format!("invalid URL {raw:?}: {e}"))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| format!("{raw:?} needs a scheme: http://host:port"))?;
+        if scheme != Scheme::HTTP {
+            return Err(format!(
+                "{raw:?}: only http:// upstreams are supported (terminate TLS to upstreams in a sidecar or the service mesh)"
+            ));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("{raw:?} needs a host"))?;
+        if authority.as_str().contains('@') {
+            return Err(format!("{raw:?} must not contain credentials"));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(format!(
+                "{raw:?} must not have a path or query; requests keep their own path"
+            ));
+        }
+        Ok(Upstream { scheme, authority })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub prefix: String,
+    pub upstream: Upstream,
+    pub auth: AuthMode,
+    pub csrf: CsrfPolicy,
+    /// Time allowed for the upstream's response headers.
+    pub timeout: Duration,
+}
+
+impl Route {
+    fn matches(&self, path: &str) -> bool {
+        match path.strip_prefix(self.prefix.as_str()) {
+            None => false,
+            Some(rest) => self.prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        }
+    }
+}
+
+/// Routes sorted by prefix length, longest first.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    pub fn new(mut routes: Vec<Route>) -> Self {
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        Self { routes }
+    }
+
+    /// The route for `path`, the longest matching prefix.
+    pub fn find(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(path))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+/// Whether `path` (raw, as received) is safe to route: the path the policy sees must be
+/// the path the upstream gets, so anything a server might normalize differently is refused:
+/// dot segments (raw or %-encoded), encoded `/` or `\`, backslashes, `;` parameters, empty
+/// segments, control characters and non-origin-form targets.
+pub fn is_routable_path(path: &str) -> bool {
+    if !path.starts_with('/') || path.contains("//") {
+        return false;
+    }
+    if path
+        .bytes()
+        .any(|b| !b.is_ascii_graphic() || b == b'\\' || b == b';')
+    {
+        return false;
+    }
+    let lower = path.to_ascii_lowercase();
+    if ["%2f", "%5c", "%2e", "%00", "%3b", "%23", "%3f", "%25"]
+        .iter()
+        .any(|p| lower.contains(p))
+    {
+        return false;
+    }
+    !path.split('/').any(|seg| seg == "." || seg == "..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderName, HeaderValue};
+
+    fn route(prefix: &str) -> Route {
+        Route {
+            prefix: prefix.into(),
+            upstream: Upstream::parse("http://127.0.0.1:1").unwrap(),
+            auth: AuthMode::None,
+            csrf: CsrfPolicy::new(
+                HeaderName::from_static("x-csrf"),
+                HeaderValue::from_static("1"),
+                &url::Url::parse("http://127.0.0.1").unwrap(),
+            ),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn longest_prefix_wins_and_segments_are_respected() {
+        let t = RouteTable::new(vec![route("/"), route("/api"), route("/api/admin/")]);
+        assert_eq!(t.find("/api/admin/x").unwrap().prefix, "/api/admin/");
+        assert_eq!(t.find("/api/x").unwrap().prefix, "/api");
+        assert_eq!(t.find("/api").unwrap().prefix, "/api");
+        assert_eq!(t.find("/apix").unwrap().prefix, "/");
+        assert!(
+            RouteTable::new(vec![route("/api/")])
+                .find("/other")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn paths_that_could_be_normalized_differently_are_refused() {
+        for bad in [
+            "/api/../admin",
+            "/api/./x",
+            "/api/%2e%2e/admin",
+            "/api/%2E%2E/x",
+            "/api%2fadmin",
+            "/api/%5cadmin",
+            "/api\\admin",
+            "/api;jsessionid=1",
+            "//evil.com/api",
+            "/api//x",
+            "/api/%00",
+            "/api/%23frag",
+            "api/x",
+            "http://evil.com/api",
+            "/a b",
+            "/api/%252e%252e/",
+        ] {
+            assert!(!is_routable_path(bad), "{bad}");
+        }
+        for good in [
+            "/",
+            "/api/users/42",
+            "/static/app.js",
+            "/a-b_c~d.e",
+            "/api/%20x",
+        ] {
+            assert!(is_routable_path(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn upstreams_must_be_plain_http_origins() {
+        assert!(Upstream::parse("http://10.0.0.1:9000").is_ok());
+        for bad in [
+            "https://x",
+            "ftp://x",
+            "http://u:p@x",
+            "http://x/base",
+            "x:80",
+            "http://x/?q",
+        ] {
+            assert!(Upstream::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Sessions: finding the browser's session from its cookie, loading it with one store round
+//! trip, enforcing idle and absolute expiry server-side, and login transactions.
+
+mod record;
+mod store;
+
+pub use record::{CookieSecret, LoginTxn, Session, Tokens, now, random_token};
+pub use store::{MemoryStore, Store, StoreError};
+
+use std::time::Duration;
+
+use http::HeaderMap;
+use zeroize::Zeroizing;
+
+use crate::config::{SameSite, SessionConfig};
+use crate::cookie::{self, KeyRing};
+
+/// Login transactions live this long (state, nonce and PKCE verifier expire with them).
+pub const LOGIN_TTL: Duration = Duration::from_secs(600);
+/// The longest the idle clock is written back: sliding costs a write per session per
+/// this interval at most, not one per request.
+const MAX_TOUCH_INTERVAL: i64 = 5;
+
+/// A session as loaded: the record, where it lives, and the bytes it was read as (so a
+/// later write can refuse to overwrite a newer one).
+pub struct Loaded {
+    pub session: Session,
+    pub secret: CookieSecret,
+    pub key: String,
+    raw: Vec<u8>,
+}
+
+impl Loaded {
+    /// Unix seconds when the session ends for inactivity.
+    pub fn idle_expires_at(&self, idle: Duration) -> i64 {
+        self.session
+            .last_seen
+            .saturating_add(secs(idle))
+            .min(self.session.expires_at)
+    }
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Sessions and login transactions over a [`Store`].
+pub struct Sessions {
+    pub store: Store,
+    keys: KeyRing,
+    pub cookie_name: String,
+    pub login_cookie_name: String,
+    pub same_site: SameSite,
+    pub idle: Duration,
+    pub max_lifetime: Duration,
+    prefix: String,
+}
+
+impl Sessions {
+    pub fn new(config: &SessionConfig, store: Store, keys: KeyRing) -> Self {
+        Self {
+            store,
+            keys,
+            cookie_name: config.cookie_name.clone(),
+            login_cookie_name: config.login_cookie_name.clone(),
+            same_site: config.same_site,
+            idle: config.idle_timeout,
+            max_lifetime: config.max_lifetime,
+            prefix: config.key_prefix.clone(),
+        }
+    }
+
+    /// The session cookie's secret, from the first value of our cookie that opens.
+    pub fn cookie_secret(&self, headers: &HeaderMap) -> Option<CookieSecret> {
+        cookie::values(headers, &self.cookie_name)
+            .find_map(|v| self.keys.open(&self.cookie_name, v))
+            .and_then(|plain| CookieSecret::from_bytes(&plain))
+    }
+
+    /// Loads the session the cookie points to. `Ok(None)` when there is none or it expired.
+    /// One store round trip; when `slide` is set and the idle clock is due, it is written
+    /// back in the background.
+    pub async fn load(
+        &self,
+        secret: CookieSecret,
+        slide: bool,
+    ) -> Result<Option<Loaded>, StoreError> {
+        let key = record::store_key(&self.prefix, "s:", &secret.id);
+        let Some(raw) = self.store.get(&key).await? else {
+            return Ok(None);
+        };
+        let Some(session) = record::open::<Session>(&secret.record_key, &key, &raw) else {
+            return Ok(None);
+        };
+        let now = now();
+        let mut loaded = Loaded {
+            session,
+            secret,
+            key,
+            raw,
+        };
+        if now >= loaded.idle_expires_at(self.idle) {
+            self.store.delete(&loaded.key).await?;
+            return Ok(None);
+        }
+        let interval = (secs(self.idle) / 4).clamp(1, MAX_TOUCH_INTERVAL);
+        if slide && now - loaded.session.last_seen >= interval {
+            loaded.session.last_seen = now;
+            if let Some(sealed) =
+                record::seal(&loaded.secret.record_key, &loaded.key, &loaded.session)
+            {
+                let store = self.store.clone();
+                let (key, expected, ttl) = (
+                    loaded.key.clone(),
+                    std::mem::take(&mut loaded.raw),
+                    self.ttl(&loaded.session),
+                );
+                loaded.raw.clone_from(&sealed);
+                tokio::spawn(async move {
+                    if let Err(e) = store.replace(&key, &expected, &sealed, ttl).await {
+                        tracing::warn!(error = %e, "could not slide the session's idle timeout");
+                    }
+                });
+            }
+        }
+        Ok(Some(loaded))
+    }
+
+    /// Store TTL: what is left of the idle and absolute lifetimes.
+    fn ttl(&self, s: &Session) -> Duration {
+        let end = s
+            .last_seen
+            .saturating_add(secs(self.idle))
+            .min(s.expires_at);
+        Duration::from_secs(u64::try_from((end - now()).max(1)).unwrap_or(1))
+    }
+
+    /// Stores a new session under a fresh id and returns the sealed cookie value.
+    pub async fn create(&self, session: &Session) -> Result<String, StoreError> {
+        let secret = CookieSecret::random();
+        let key = record::store_key(&self.prefix, "s:", &secret.id);
+        let sealed = record::seal(&secret.record_key, &key, session)
+            .ok_or(StoreError::Timeout(Duration::ZERO))?;
+        self.store.set(&key, &sealed, self.ttl(session)).await?;
+        Ok(self.keys.seal(&self.cookie_name, &secret.to_bytes()))
+    }
+
+    /// Writes `loaded.session` back unless the stored record changed since it was read.
+    pub async fn update(&self, loaded: &mut Loaded) -> Result<bool, StoreError> {
+        let Some(sealed) = record::seal(&loaded.secret.record_key, &loaded.key, &loaded.session)
+        else {
+            return Ok(false);
+        };
+        let wrote = self
+            .store
+            .replace(&loaded.key, &loaded.raw, &sealed, self.ttl(&loaded.session))
+            .await?;
+        if wrote {
+            loaded.raw = sealed;
+        }
+        Ok(wrote)
+    }
+
+    pub async fn destroy(&self, loaded: &Loaded) -> Result<(), StoreError> {
+        self.store.delete(&loaded.key).await
+    }
+
+    /// A new session record for a user who just logged in.
+    pub fn new_session(
+        &self,
+        sub: String,
+        sid: Option<String>,
+        claims: serde_json::Map<String, serde_json::Value>,
+        tokens: Tokens,
+    ) -> Session {
+        let now = now();
+        Session {
+            handle: random_token(),
+            sub,
+            sid,
+            claims,
+            tokens,
+            created_at: now,
+            last_seen: now,
+            expires_at: now.saturating_add(secs(self.max_lifetime)),
+        }
+    }
+
+    /// The browser's login-binding key, from its login cookie.
+    pub fn login_binding(&self, headers: &HeaderMap) -> Option<Zeroizing<[u8; 32]>> {
+        cookie::values(headers, &self.login_cookie_name)
+            .find_map(|v| self.keys.open(&self.login_cookie_name, v))
+            .and_then(|plain| {
+                let arr: [u8; 32] = plain.as_slice().try_into().ok()?;
+                Some(Zeroizing::new(arr))
+            })
+    }
+
+    /// The sealed login cookie value for a binding key.
+    pub fn login_cookie_value(&self, binding: &[u8; 32]) -> String {
+        self.keys.seal(&self.login_cookie_name, binding)
+    }
+
+    pub async fn put_login(
+        &self,
+        binding: &[u8; 32],
+        state: &str,
+        txn: &LoginTxn,
+    ) -> Result<(), StoreError> {
+        let key = record::store_key(&self.prefix, "l:", state.as_bytes());
+        let sealed = record::seal(binding, &key, txn).ok_or(StoreError::Timeout(Duration::ZERO))?;
+        self.store.set(&key, &sealed, LOGIN_TTL).await
+    }
+
+    /// Takes the login transaction for `state` (one use only). `None` when it is unknown,
+    /// expired, already used, or was started in another browser (it does not open with this
+    /// browser's binding key).
+    pub async fn take_login(
+        &self,
+        binding: Option<&[u8; 32]>,
+        state: &str,
+    ) -> Result<Option<LoginTxn>, StoreError> {
+        let key = record::store_key(&self.prefix, "l:", state.as_bytes());
+        let Some(raw) = self.store.take(&key).await? else {
+            return Ok(None);
+        };
+        let Some(binding) = binding else {
+            return Ok(None);
+        };
+        let txn: Option<LoginTxn> = record::open(binding, &key, &raw);
+        Ok(txn.filter(|t| now() - t.created_at <= secs(LOGIN_TTL)))
+    }
+}

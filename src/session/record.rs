@@ -1,0 +1,198 @@
+//! The session record and the login transaction, and how both are encrypted at rest.
+//!
+//! Rules:
+//! 1. A record is sealed with AES-256-GCM under a per-record key that only the browser's cookie
+//!    carries, so a dump of the store reveals no token.
+//! 2. The store key is the associated data: a record moved to another key does not open.
+//! 3. Store keys are derived from the session id by SHA-256, never from the cookie text.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use rand::RngCore;
+use rand::rngs::OsRng;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::secret::Secret;
+
+pub const ID_LEN: usize = 16;
+pub const RECORD_KEY_LEN: usize = 32;
+const NONCE_LEN: usize = 12;
+
+/// What the session cookie carries (sealed): the session id and the record key.
+pub struct CookieSecret {
+    pub id: [u8; ID_LEN],
+    pub record_key: Zeroizing<[u8; RECORD_KEY_LEN]>,
+}
+
+impl CookieSecret {
+    pub fn random() -> Self {
+        let mut id = [0u8; ID_LEN];
+        OsRng.fill_bytes(&mut id);
+        let mut record_key = Zeroizing::new([0u8; RECORD_KEY_LEN]);
+        OsRng.fill_bytes(record_key.as_mut());
+        Self { id, record_key }
+    }
+
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut v = Zeroizing::new(Vec::with_capacity(ID_LEN + RECORD_KEY_LEN));
+        v.extend_from_slice(&self.id);
+        v.extend_from_slice(self.record_key.as_ref());
+        v
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        if b.len() != ID_LEN + RECORD_KEY_LEN {
+            return None;
+        }
+        let (id, key) = b.split_at(ID_LEN);
+        let mut record_key = Zeroizing::new([0u8; RECORD_KEY_LEN]);
+        record_key.copy_from_slice(key);
+        Some(Self {
+            id: id.try_into().ok()?,
+            record_key,
+        })
+    }
+}
+
+/// `prefix` + `kind` + hex(SHA-256(id)).
+pub fn store_key(prefix: &str, kind: &str, id: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let digest = Sha256::digest(id);
+    let mut key = String::with_capacity(prefix.len() + kind.len() + 64);
+    key.push_str(prefix);
+    key.push_str(kind);
+    for b in digest {
+        let _ = write!(key, "{b:02x}");
+    }
+    key
+}
+
+/// Serializes and seals `value` for `store_key`: nonce ‖ ciphertext ‖ tag.
+pub fn seal<T: Serialize>(
+    key: &[u8; RECORD_KEY_LEN],
+    store_key: &str,
+    value: &T,
+) -> Option<Vec<u8>> {
+    let plain = Zeroizing::new(serde_json::to_vec(value).ok()?);
+    let cipher = Aes256Gcm::new(key.into());
+    let mut nonce = [0u8; NONCE_LEN];
+    OsRng.fill_bytes(&mut nonce);
+    let ct = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: &plain,
+                aad: store_key.as_bytes(),
+            },
+        )
+        .ok()?;
+    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    Some(out)
+}
+
+/// Opens a value sealed by [`seal`]; `None` when the key is wrong or the bytes were altered.
+pub fn open<T: DeserializeOwned>(
+    key: &[u8; RECORD_KEY_LEN],
+    store_key: &str,
+    sealed: &[u8],
+) -> Option<T> {
+    if sealed.len() < NONCE_LEN {
+        return None;
+    }
+    let (nonce, ct) = sealed.split_at(NONCE_LEN);
+    let cipher = Aes256Gcm::new(key.into());
+    let plain = Zeroizing::new(
+        cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: store_key.as_bytes(),
+                },
+            )
+            .ok()?,
+    );
+    serde_json::from_slice(&plain).ok()
+}
+
+/// The tokens of one session. Never serialized anywhere but into a sealed record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tokens {
+    pub access_token: Secret,
+    /// Unix seconds when the access token was obtained.
+    #[serde(default)]
+    pub issued_at: i64,
+    /// Unix seconds; the provider's `expires_in` after the exchange, or a default.
+    pub access_expires_at: i64,
+    pub refresh_token: Option<Secret>,
+    pub id_token: Option<Secret>,
+}
+
+/// A logged-in browser. Lives in the store, sealed; the cookie holds the only key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    /// Public random handle (not the session id): put in logout URLs so a cross-site page,
+    /// which cannot read it, cannot log the user out.
+    pub handle: String,
+    pub sub: String,
+    /// The provider's session id (`sid` claim), for back-channel logout.
+    pub sid: Option<String>,
+    /// The ID token's user claims, shown to the SPA by `/auth/user`.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    pub tokens: Tokens,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub last_seen: i64,
+    /// Absolute end (created_at + max_lifetime).
+    pub expires_at: i64,
+}
+
+/// A login in progress, keyed by its `state`, sealed with the browser's login-binding key.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LoginTxn {
+    pub pkce_verifier: Secret,
+    pub nonce: Secret,
+    pub return_to: String,
+    pub created_at: i64,
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// 128 random bits, base64url.
+pub fn random_token() -> String {
+    use base64::Engine as _;
+    let mut b = [0u8; 16];
+    OsRng.fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_opens_only_with_its_key_and_store_key() {
+        let k = [7u8; RECORD_KEY_LEN];
+        let sealed = seal(&k, "s:1", &"hello").unwrap();
+        assert_eq!(open::<String>(&k, "s:1", &sealed).as_deref(), Some("hello"));
+        assert!(open::<String>(&k, "s:2", &sealed).is_none());
+        assert!(open::<String>(&[8u8; RECORD_KEY_LEN], "s:1", &sealed).is_none());
+        assert!(!String::from_utf8_lossy(&sealed).contains("hello"));
+    }
+
+    #[test]
+    fn store_key_is_a_hash_not_the_id() {
+        let k = store_key("p:", "s:", b"abc");
+        assert!(k.starts_with("p:s:") && k.len() == 4 + 64);
+        assert!(!k.contains("abc"));
+    }
+}

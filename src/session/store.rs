@@ -1,0 +1,312 @@
+//! The session store: opaque bytes under string keys with a TTL, in Redis or in memory.
+//! An enum rather than a trait object: two backends, no boxing on the hot path.
+//! Every operation is bounded by `session.store_timeout`; a slow or dead store is an error
+//! (503 to the client), never a logout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::Expiry;
+use moka::sync::Cache;
+use redis::AsyncCommands as _;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::config::StoreConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("session store (redis) failed: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("session store did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("session store is full ({0} entries)")]
+    Full(u64),
+}
+
+#[derive(Clone)]
+pub enum Store {
+    Memory(MemoryStore),
+    Redis(RedisStore),
+}
+
+impl Store {
+    /// Builds the configured store. Redis connects lazily, so start-up does not wait for it
+    /// (`/readyz` reports whether it answers).
+    pub fn new(config: &StoreConfig, timeout: Duration) -> Result<Store, StoreError> {
+        Ok(match config {
+            StoreConfig::Memory { capacity } => Store::Memory(MemoryStore::new(*capacity)),
+            StoreConfig::Redis { url, .. } => Store::Redis(RedisStore::new(url.expose(), timeout)?),
+        })
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Memory(_) => "memory",
+            Store::Redis(_) => "redis",
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.get(key)),
+            Store::Redis(r) => r.bounded(r.conn.clone().get(key)).await,
+        }
+    }
+
+    pub async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => m.set(key, value, ttl),
+            Store::Redis(r) => {
+                r.bounded(r.conn.clone().pset_ex(key, value, millis(ttl)))
+                    .await
+            }
+        }
+    }
+
+    /// Replaces `key` only while it still holds `expected`: a write based on a stale read
+    /// never overwrites a newer one. Returns whether it wrote.
+    pub async fn replace(
+        &self,
+        key: &str,
+        expected: &[u8],
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(m) => m.replace(key, expected, value, ttl),
+            Store::Redis(r) => {
+                let mut invocation = r.cas.key(key);
+                invocation.arg(expected).arg(value).arg(millis(ttl));
+                let mut conn = r.conn.clone();
+                r.bounded(invocation.invoke_async::<i64>(&mut conn))
+                    .await
+                    .map(|n| n == 1)
+            }
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.cache.invalidate(key);
+                Ok(())
+            }
+            Store::Redis(r) => r.bounded(r.conn.clone().del::<_, ()>(key)).await,
+        }
+    }
+
+    /// Reads and deletes in one step: the value is handed out at most once.
+    pub async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.cache.remove(key).map(|e| e.data.to_vec())),
+            Store::Redis(r) => r.bounded(r.conn.clone().get_del(key)).await,
+        }
+    }
+
+    /// Whether the store answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Redis(r) => {
+                let mut conn = r.conn.clone();
+                r.bounded(redis::cmd("PING").query_async::<String>(&mut conn))
+                    .await
+                    .map(drop)
+            }
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    cas: Arc<redis::Script>,
+    timeout: Duration,
+}
+
+const CAS_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0";
+
+impl RedisStore {
+    fn new(url: &str, timeout: Duration) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Self {
+            conn,
+            cas: Arc::new(redis::Script::new(CAS_SCRIPT)),
+            timeout,
+        })
+    }
+
+    async fn bounded<T>(
+        &self,
+        op: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, op).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Entry {
+    data: Arc<[u8]>,
+    ttl: Duration,
+}
+
+struct PerEntryTtl;
+
+impl Expiry<String, Entry> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _: &String,
+        value: &Entry,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        value: &Entry,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// One instance's sessions, bounded in count; entries expire on their own TTL.
+#[derive(Clone)]
+pub struct MemoryStore {
+    cache: Cache<String, Entry>,
+    capacity: u64,
+}
+
+impl MemoryStore {
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            cache: Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(PerEntryTtl)
+                .build(),
+            capacity,
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.cache.get(key).map(|e| e.data.to_vec())
+    }
+
+    fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        // Refuse new keys when full rather than let the cache evict someone's live session.
+        // New keys come from logins only, so settling the count first is affordable.
+        if !self.cache.contains_key(key) {
+            self.cache.run_pending_tasks();
+            if self.cache.entry_count() >= self.capacity {
+                return Err(StoreError::Full(self.capacity));
+            }
+        }
+        self.cache.insert(
+            key.to_owned(),
+            Entry {
+                data: value.into(),
+                ttl,
+            },
+        );
+        Ok(())
+    }
+
+    fn replace(
+        &self,
+        key: &str,
+        expected: &[u8],
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut wrote = false;
+        self.cache
+            .entry(key.to_owned())
+            .and_compute_with(|current| {
+                use moka::ops::compute::Op;
+                match current {
+                    Some(e) if &*e.value().data == expected => {
+                        wrote = true;
+                        Op::Put(Entry {
+                            data: value.into(),
+                            ttl,
+                        })
+                    }
+                    _ => Op::Nop,
+                }
+            });
+        Ok(wrote)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_entries_expire_and_take_hands_out_once() {
+        let s = Store::Memory(MemoryStore::new(10));
+        s.set("k", b"v", Duration::from_millis(50)).await.unwrap();
+        assert_eq!(s.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(s.get("k").await.unwrap(), None);
+
+        s.set("t", b"once", Duration::from_secs(5)).await.unwrap();
+        assert!(s.take("t").await.unwrap().is_some());
+        assert!(s.take("t").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn memory_store_refuses_new_keys_when_full() {
+        let s = Store::Memory(MemoryStore::new(2));
+        s.set("a", b"1", Duration::from_secs(5)).await.unwrap();
+        s.set("b", b"1", Duration::from_secs(5)).await.unwrap();
+        assert!(matches!(
+            s.set("c", b"1", Duration::from_secs(5)).await,
+            Err(StoreError::Full(2))
+        ));
+        s.set("a", b"2", Duration::from_secs(5)).await.unwrap();
+        assert_eq!(
+            s.get("b").await.unwrap().as_deref(),
+            Some(&b"1"[..]),
+            "no live entry evicted"
+        );
+    }
+
+    #[tokio::test]
+    async fn replace_writes_only_over_the_expected_value() {
+        let s = Store::Memory(MemoryStore::new(10));
+        s.set("k", b"v1", Duration::from_secs(5)).await.unwrap();
+        assert!(
+            !s.replace("k", b"stale", b"x", Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.replace("k", b"v1", b"v2", Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
+        assert_eq!(s.get("k").await.unwrap().as_deref(), Some(&b"v2"[..]));
+    }
+}
