@@ -1,0 +1,374 @@
+//! Shared test fixtures: a running gatehouse (in-process, on 127.0.0.1:0), the test OpenID
+//! Provider, an echo upstream, a minimal browser (cookie jar, no redirects), log capture.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test fixtures fail loudly"
+)]
+
+pub mod provider;
+pub mod upstream;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use gatehouse::config::{Config, NoEnv};
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use provider::{ProviderOptions, TestProvider};
+pub use upstream::EchoUpstream;
+
+pub const COOKIE: &str = "__Host-gatehouse";
+pub const LOGIN_COOKIE: &str = "__Host-gatehouse-login";
+pub const KEY_A: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+pub const KEY_B: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+
+/// Everything gatehouse wrote to the log in this test process (each nextest test is its own
+/// process), at every level.
+pub fn logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned()
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUF.get_or_init(|| {
+        let buf: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let writer_buf = Arc::clone(&buf);
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("trace,hyper=info,hyper_util=info,h2=info,reqwest=info,redis=info")
+            .with_ansi(false)
+            .with_writer(move || LogWriter(Arc::clone(&writer_buf)))
+            .try_init();
+        buf
+    })
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        std::io::stderr().write_all(b)?;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A running gatehouse; stops when dropped.
+pub struct Gatehouse {
+    pub addr: SocketAddr,
+    pub origin: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Drop for Gatehouse {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+impl Gatehouse {
+    /// Starts gatehouse with `toml`, in which `{origin}` and `{listen}` are filled in, and
+    /// waits until it is ready (provider metadata loaded, store reachable).
+    pub async fn start(toml: &str) -> Gatehouse {
+        let gh = Self::start_unready(toml).await;
+        gh.wait_ready().await;
+        gh
+    }
+
+    pub async fn start_unready(toml: &str) -> Gatehouse {
+        log_buffer();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let origin = format!("http://{addr}");
+        let text = toml
+            .replace("{origin}", &origin)
+            .replace("{listen}", &addr.to_string());
+        let config = Config::from_toml(&text, &NoEnv).unwrap_or_else(|e| panic!("{e}"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            gatehouse::server::run(listener, config, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        Gatehouse {
+            addr,
+            origin,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = client.get(self.url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("gatehouse did not become ready");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.origin, path)
+    }
+
+    /// Stops accepting and waits for in-flight requests to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+}
+
+/// The usual config: `/api/` required, `/opt/` optional, `/` public, memory store.
+pub fn config(provider: &TestProvider, upstream: &EchoUpstream, extra_session: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+public_origin = "{{origin}}"
+shutdown_grace = "5s"
+
+[oidc]
+issuer = "{issuer}"
+client_id = "{client_id}"
+client_secret = "{secret}"
+
+[session]
+keys = ["{KEY_A}"]
+{extra_session}
+
+[[routes]]
+path = "/api/"
+upstream = "{up}"
+auth = "required"
+timeout = "1s"
+
+[[routes]]
+path = "/opt/"
+upstream = "{up}"
+auth = "optional"
+
+[[routes]]
+path = "/"
+upstream = "{up}"
+auth = "none"
+"#,
+        issuer = provider.issuer(),
+        client_id = provider.options().client_id,
+        secret = provider.options().client_secret,
+        up = upstream.url(),
+    )
+}
+
+/// Provider + upstream + gatehouse with the usual config and the memory store.
+pub struct Stack {
+    pub provider: TestProvider,
+    pub upstream: EchoUpstream,
+    pub gh: Gatehouse,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        Self::with(ProviderOptions::default(), "").await
+    }
+
+    pub async fn with(opts: ProviderOptions, extra_session: &str) -> Stack {
+        let provider = TestProvider::start(opts).await;
+        let upstream = EchoUpstream::start().await;
+        let gh = Gatehouse::start(&config(&provider, &upstream, extra_session)).await;
+        Stack {
+            provider,
+            upstream,
+            gh,
+        }
+    }
+
+    pub fn browser(&self) -> Browser {
+        Browser::new(&self.gh.origin)
+    }
+}
+
+/// A cookie as a browser would store it, with its attributes.
+#[derive(Clone, Debug)]
+pub struct SetCookie {
+    pub name: String,
+    pub value: String,
+    pub attributes: Vec<String>,
+}
+
+impl SetCookie {
+    pub fn parse(raw: &str) -> SetCookie {
+        let mut parts = raw.split(';').map(str::trim);
+        let (name, value) = parts.next().unwrap().split_once('=').unwrap();
+        SetCookie {
+            name: name.into(),
+            value: value.into(),
+            attributes: parts.map(str::to_owned).collect(),
+        }
+    }
+
+    pub fn has(&self, attr: &str) -> bool {
+        self.attributes.iter().any(|a| a.eq_ignore_ascii_case(attr))
+    }
+
+    pub fn deletes(&self) -> bool {
+        self.value.is_empty() || self.has("Max-Age=0")
+    }
+}
+
+pub fn set_cookies(headers: &HeaderMap) -> Vec<SetCookie> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| SetCookie::parse(v.to_str().unwrap()))
+        .collect()
+}
+
+/// A minimal browser: a cookie jar for gatehouse's origin and manual redirects.
+pub struct Browser {
+    pub origin: String,
+    pub http: reqwest::Client,
+    pub jar: BTreeMap<String, String>,
+}
+
+impl Browser {
+    pub fn new(origin: &str) -> Browser {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Browser {
+            origin: origin.to_owned(),
+            http,
+            jar: BTreeMap::new(),
+        }
+    }
+
+    pub fn cookie_header(&self) -> String {
+        self.jar
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Sends a request to gatehouse with the jar's cookies and stores what it sets.
+    pub async fn send(&mut self, req: reqwest::RequestBuilder) -> reqwest::Response {
+        let req = if self.jar.is_empty() {
+            req
+        } else {
+            req.header("cookie", self.cookie_header())
+        };
+        let res = req.send().await.unwrap();
+        for c in set_cookies(res.headers()) {
+            if c.deletes() {
+                self.jar.remove(&c.name);
+            } else {
+                self.jar.insert(c.name, c.value);
+            }
+        }
+        res
+    }
+
+    pub async fn get(&mut self, path: &str) -> reqwest::Response {
+        let req = self.http.get(format!("{}{}", self.origin, path));
+        self.send(req).await
+    }
+
+    /// A same-origin `fetch` from the SPA: the anti-forgery header, no Origin mismatch.
+    pub async fn api(&mut self, method: reqwest::Method, path: &str) -> reqwest::Response {
+        let req = self
+            .http
+            .request(method, format!("{}{}", self.origin, path))
+            .header("x-csrf", "1");
+        self.send(req).await
+    }
+
+    /// Starts a login; returns the provider URL gatehouse redirected to.
+    pub async fn start_login(&mut self, return_to: &str) -> String {
+        let path = format!("/auth/login?return_to={}", urlencode(return_to));
+        let res = self.get(&path).await;
+        assert_eq!(res.status(), 302, "login start");
+        location(&res)
+    }
+
+    /// Visits the provider (no gatehouse cookies go there) and returns the callback URL it
+    /// redirects back to.
+    pub async fn authorize(&self, provider_url: &str) -> String {
+        let res = self.http.get(provider_url).send().await.unwrap();
+        assert_eq!(
+            res.status(),
+            302,
+            "provider authorize: {}",
+            res.text().await.unwrap_or_default()
+        );
+        location(&res)
+    }
+
+    /// Follows the provider's redirect back to gatehouse's callback.
+    pub async fn callback(&mut self, callback_url: &str) -> reqwest::Response {
+        assert!(
+            callback_url.starts_with(&self.origin),
+            "callback goes to gatehouse: {callback_url}"
+        );
+        let req = self.http.get(callback_url).header("accept", "text/html");
+        self.send(req).await
+    }
+
+    /// The whole login; returns the callback response.
+    pub async fn login(&mut self, return_to: &str) -> reqwest::Response {
+        let at_provider = self.start_login(return_to).await;
+        let back = self.authorize(&at_provider).await;
+        self.callback(&back).await
+    }
+
+    pub fn session_cookie(&self) -> Option<String> {
+        self.jar.get(COOKIE).cloned()
+    }
+}
+
+pub fn location(res: &reqwest::Response) -> String {
+    res.headers()
+        .get(LOCATION)
+        .expect("a Location header")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+pub fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Whether a Redis answers on 127.0.0.1:6379 (the test command starts one).
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// A Redis key prefix unique to this test run.
+pub fn unique_prefix(name: &str) -> String {
+    let n: u64 = rand::random();
+    format!("gh-test-{name}-{n:x}:")
+}
