@@ -1,12 +1,19 @@
 //! RFC 7009 token revocation at logout: the refresh token first (it is the long-lived one),
-//! then the access token. Best effort: a provider that fails to revoke does not keep the
-//! user logged in here, the session is already gone.
+//! then the access token. Best effort: the session is already gone when this runs, so a
+//! provider that fails to revoke is logged, not shown to the user.
+//! (Hand-written because the `oauth2` crate refuses `http://` revocation endpoints, which
+//! development providers on localhost use; config validation allows those only on loopback.)
 
-use openidconnect::core::CoreRevocableToken;
-use openidconnect::{AccessToken, RefreshToken, RevocationUrl};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 
+use crate::config::TokenEndpointAuth;
 use crate::pipeline::App;
 use crate::session::Tokens;
+
+fn form_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
 
 pub async fn revoke_tokens(app: &App, tokens: &Tokens) {
     let Ok(provider) = app.oidc.provider() else {
@@ -15,32 +22,43 @@ pub async fn revoke_tokens(app: &App, tokens: &Tokens) {
     let Some(url) = provider.extra().revocation_endpoint.clone() else {
         return;
     };
-    let client = provider
-        .client
-        .clone()
-        .set_revocation_url(RevocationUrl::from_url(url));
-    let mut revocable: Vec<(&str, CoreRevocableToken)> = Vec::with_capacity(2);
+    let settings = &app.oidc.settings;
+    let mut revocable = Vec::with_capacity(2);
     if let Some(rt) = &tokens.refresh_token {
-        revocable.push((
-            "refresh_token",
-            RefreshToken::new(rt.expose().to_owned()).into(),
-        ));
+        revocable.push(("refresh_token", rt.expose()));
     }
-    revocable.push((
-        "access_token",
-        AccessToken::new(tokens.access_token.expose().to_owned()).into(),
-    ));
+    revocable.push(("access_token", tokens.access_token.expose()));
     for (kind, token) in revocable {
-        let result = match client.revoke_token(token) {
-            Ok(request) => request
-                .request_async(app.oidc.http())
-                .await
-                .map_err(|e| super::error_chain(&e)),
-            Err(e) => Err(e.to_string()),
-        };
-        match result {
-            Ok(()) => tracing::debug!(kind, "token revoked at the provider"),
-            Err(e) => tracing::warn!(kind, error = %e, "provider did not revoke the token"),
+        let mut form: Vec<(&str, &str)> = vec![("token", token), ("token_type_hint", kind)];
+        let mut request = app.oidc.http().post(url.clone());
+        match settings.token_endpoint_auth {
+            TokenEndpointAuth::ClientSecretBasic => {
+                // RFC 6749 §2.3.1: form-encode both parts before base64.
+                let pair = format!(
+                    "{}:{}",
+                    form_encode(&settings.client_id),
+                    form_encode(settings.client_secret.expose())
+                );
+                request =
+                    request.header("authorization", format!("Basic {}", STANDARD.encode(pair)));
+            }
+            TokenEndpointAuth::ClientSecretPost => {
+                form.push(("client_id", &settings.client_id));
+                form.push(("client_secret", settings.client_secret.expose()));
+            }
+        }
+        match request.form(&form).send().await {
+            Ok(res) if res.status().is_success() => {
+                tracing::debug!(kind, "token revoked at the provider")
+            }
+            Ok(res) => tracing::warn!(
+                kind,
+                status = res.status().as_u16(),
+                "provider refused to revoke the token"
+            ),
+            Err(e) => {
+                tracing::warn!(kind, error = %super::error_chain(&e), "could not reach the revocation endpoint")
+            }
         }
     }
 }

@@ -1,0 +1,156 @@
+//! Logout: the session dies server-side, tokens are revoked, the provider is told, and a
+//! cross-site page cannot trigger any of it.
+
+mod support;
+
+use reqwest::Method;
+use support::*;
+
+async fn logout_url(b: &mut Browser) -> String {
+    let user: serde_json::Value = b.api(Method::GET, "/auth/user").await.json().await.unwrap();
+    user["logout_url"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_revokes_tokens_and_redirects_to_the_provider() {
+    let stack = Stack::start().await;
+    let mut b = stack.browser();
+    b.login("/").await;
+    let old_cookie = b.session_cookie().unwrap();
+    let url = logout_url(&mut b).await;
+    assert!(url.starts_with("/auth/logout?sid="), "{url}");
+
+    let res = b.get(&url).await;
+    assert_eq!(res.status(), 302);
+    let cleared = set_cookies(res.headers())
+        .into_iter()
+        .find(|c| c.name == COOKIE)
+        .expect("cookie cleared");
+    assert!(cleared.deletes());
+    let location = location(&res);
+    assert!(
+        location.starts_with(&format!("{}/end_session", stack.provider.issuer())),
+        "{location}"
+    );
+    let end: url::Url = location.parse().unwrap();
+    let q: std::collections::HashMap<_, _> = end.query_pairs().into_owned().collect();
+    assert_eq!(
+        q["post_logout_redirect_uri"],
+        format!("{}/", stack.gh.origin)
+    );
+    assert!(q.contains_key("id_token_hint"));
+
+    let revoked = stack.provider.stats().revocations;
+    assert_eq!(
+        revoked.len(),
+        2,
+        "refresh and access token revoked: {revoked:?}"
+    );
+
+    // The old cookie, replayed, is dead.
+    let replay = b
+        .http
+        .get(stack.gh.url("/api/x"))
+        .header("x-csrf", "1")
+        .header("cookie", format!("{COOKIE}={old_cookie}"));
+    assert_eq!(replay.send().await.unwrap().status(), 401);
+    let user = b
+        .http
+        .get(stack.gh.url("/auth/user"))
+        .header("x-csrf", "1")
+        .header("cookie", format!("{COOKIE}={old_cookie}"));
+    assert_eq!(user.send().await.unwrap().status(), 401);
+}
+
+#[tokio::test]
+async fn get_logout_without_the_sessions_sid_is_refused_and_the_session_survives() {
+    let stack = Stack::start().await;
+    let mut b = stack.browser();
+    b.login("/").await;
+    for path in [
+        "/auth/logout",
+        "/auth/logout?sid=guess",
+        "/auth/logout?sid=",
+    ] {
+        let res = b.get(path).await;
+        assert_eq!(res.status(), 403, "{path}");
+    }
+    assert_eq!(
+        b.api(Method::GET, "/api/x").await.status(),
+        200,
+        "still logged in"
+    );
+    assert!(stack.provider.stats().revocations.is_empty());
+}
+
+#[tokio::test]
+async fn post_logout_needs_the_anti_forgery_header() {
+    let stack = Stack::start().await;
+    let mut b = stack.browser();
+    b.login("/").await;
+    let forged = b.http.post(stack.gh.url("/auth/logout"));
+    assert_eq!(b.send(forged).await.status(), 403);
+    let cross = b
+        .http
+        .post(stack.gh.url("/auth/logout"))
+        .header("x-csrf", "1")
+        .header("origin", "https://evil.example");
+    assert_eq!(b.send(cross).await.status(), 403);
+    assert_eq!(
+        b.api(Method::GET, "/api/x").await.status(),
+        200,
+        "still logged in"
+    );
+
+    let res = b.api(Method::POST, "/auth/logout").await;
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert!(
+        body["redirect_to"]
+            .as_str()
+            .unwrap()
+            .contains("/end_session")
+    );
+    assert_eq!(b.api(Method::GET, "/api/x").await.status(), 401);
+}
+
+#[tokio::test]
+async fn user_endpoint_reports_claims_and_expiry_but_never_a_token() {
+    let stack = Stack::start().await;
+    let mut b = stack.browser();
+    assert_eq!(b.api(Method::GET, "/auth/user").await.status(), 401);
+    b.login("/").await;
+    assert_eq!(
+        b.get("/auth/user").await.status(),
+        403,
+        "anti-forgery header required"
+    );
+    let res = b.api(Method::GET, "/auth/user").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let text = res.text().await.unwrap();
+    let user: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(user["sub"], "alice");
+    assert!(user["expires_at"].as_i64().unwrap() > user["idle_expires_at"].as_i64().unwrap() - 1);
+    b.api(Method::GET, "/api/x").await;
+    let token = stack
+        .upstream
+        .last()
+        .header("authorization")
+        .unwrap()
+        .trim_start_matches("Bearer ")
+        .to_owned();
+    assert!(!text.contains(&token), "no access token in /auth/user");
+    for field in ["access_token", "refresh_token", "id_token", "nonce"] {
+        assert!(!text.contains(field), "{field} leaked: {text}");
+    }
+}
+
+#[tokio::test]
+async fn logout_without_a_session_just_clears_the_cookie_and_goes_home() {
+    let stack = Stack::start().await;
+    let mut b = stack.browser();
+    let res = b.get("/auth/logout").await;
+    assert_eq!(res.status(), 302);
+    assert_eq!(location(&res), format!("{}/", stack.gh.origin));
+}
