@@ -26,6 +26,7 @@ pub struct App {
     pub oidc: Oidc,
     pub sessions: Sessions,
     pub forwarder: Forwarder,
+    pub flights: crate::oidc::refresh::Flights,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,7 @@ impl App {
             oidc: Oidc::new(&config.oidc)?,
             forwarder: Forwarder::new(config.server.upstream_connect_timeout),
             sessions,
+            flights: Default::default(),
             config,
         })
     }

@@ -23,6 +23,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_CLOCK_SKEW: &str = "60s";
 pub const DEFAULT_MAX_ID_TOKEN_AGE: &str = "10m";
 pub const DEFAULT_REFRESH_SKEW: &str = "60s";
+pub const DEFAULT_REFRESH_LOCK_LEASE: &str = "5s";
 pub const DEFAULT_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 pub const DEFAULT_ALGS: [&str; 3] = ["RS256", "PS256", "ES256"];
 
@@ -88,6 +89,8 @@ pub struct SessionFile {
     pub max_lifetime: Option<String>,
     pub memory_capacity: Option<u64>,
     pub store_timeout: Option<String>,
+    /// Lease of the cross-instance refresh lock; renewed while the provider call runs.
+    pub refresh_lock_lease: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -94,6 +94,7 @@ pub struct SessionConfig {
     pub idle_timeout: Duration,
     pub max_lifetime: Duration,
     pub store_timeout: Duration,
+    pub refresh_lock_lease: Duration,
     /// Key prefix in the store (Redis), shared by sessions and login transactions.
     pub key_prefix: String,
 }

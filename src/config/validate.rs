@@ -545,6 +545,11 @@ fn session(
         same_site,
         idle_timeout,
         max_lifetime,
+        refresh_lock_lease: errs.duration(
+            "session.refresh_lock_lease",
+            f.refresh_lock_lease.as_deref(),
+            DEFAULT_REFRESH_LOCK_LEASE,
+        ),
         store_timeout: errs.duration(
             "session.store_timeout",
             f.store_timeout.as_deref(),

@@ -6,6 +6,14 @@
 //! 2. `invalid_grant` ends the session (401). A provider that is down or slow keeps it: the
 //!    old token is used while still valid, else 503 with `Retry-After`.
 //! 3. A new ID token must pass validation and keep the same `iss` and `sub`, else the session ends.
+//! 4. Single flight everywhere: one refresh per session in this process (`Flights`), and across
+//!    instances a store lock whose lease is renewed while the provider call runs; a crashed
+//!    holder blocks nobody longer than the lease. Whoever gets the lock re-reads first, so a
+//!    refresh token is never presented twice.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openidconnect::{Nonce, OAuth2TokenResponse, RefreshToken, TokenResponse};
 
@@ -14,7 +22,10 @@ use super::flow::{DEFAULT_EXPIRES_IN, token_error};
 use crate::error::Error;
 use crate::pipeline::App;
 use crate::secret::Secret;
-use crate::session::{Loaded, Tokens, now};
+use crate::session::{Loaded, Sessions, Tokens, now, random_token};
+
+/// How often a request waiting for another instance's refresh re-reads the session.
+const LOCK_POLL: Duration = Duration::from_millis(50);
 
 /// Whether the access token is due for refresh at `now`.
 pub fn due(tokens: &Tokens, skew: i64, now: i64) -> bool {
@@ -22,16 +33,124 @@ pub fn due(tokens: &Tokens, skew: i64, now: i64) -> bool {
     now >= tokens.access_expires_at - skew.min(lifetime / 2)
 }
 
-/// The access token to forward with, refreshed first if it is due.
+/// Per-instance single flight: one refresh per session at a time in this process.
+#[derive(Default)]
+pub struct Flights {
+    inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Flights {
+    fn enter(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self
+            .inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(map.entry(key.to_owned()).or_default())
+    }
+
+    fn leave(&self, key: &str, flight: Arc<tokio::sync::Mutex<()>>) {
+        let mut map = self
+            .inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Ours and the map's: nobody else is waiting, forget the entry.
+        if Arc::strong_count(&flight) <= 2 {
+            map.remove(key);
+        }
+    }
+}
+
+/// Renews the refresh lock while a provider call runs; stops when dropped.
+struct Renewer(tokio::task::JoinHandle<()>);
+
+impl Drop for Renewer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The access token to forward with, refreshed first if it is due. However many requests of
+/// one session arrive at once, on however many instances, one of them refreshes; the others
+/// wait and re-read the session.
 pub async fn ensure_fresh(app: &App, loaded: &mut Loaded) -> Result<Secret, Error> {
     let skew = i64::try_from(app.config.oidc.refresh_skew.as_secs()).unwrap_or(60);
-    let now = now();
-    if !due(&loaded.session.tokens, skew, now) {
+    if !due(&loaded.session.tokens, skew, now()) {
         return Ok(loaded.session.tokens.access_token.clone());
     }
-    let still_valid = now < loaded.session.tokens.access_expires_at;
+    let key = loaded.key.clone();
+    let flight = app.flights.enter(&key);
+    let result = {
+        let _one_at_a_time = flight.lock().await;
+        refresh_in_flight(app, loaded, skew).await
+    };
+    app.flights.leave(&key, flight);
+    result
+}
+
+async fn reload(app: &App, loaded: &mut Loaded) -> Result<(), Error> {
+    *loaded = app
+        .sessions
+        .reload(loaded)
+        .await?
+        .ok_or(Error::Unauthenticated)?;
+    Ok(())
+}
+
+async fn refresh_in_flight(app: &App, loaded: &mut Loaded, skew: i64) -> Result<Secret, Error> {
+    // A request of this instance may have refreshed while we waited for the flight.
+    reload(app, loaded).await?;
+    if !due(&loaded.session.tokens, skew, now()) {
+        return Ok(loaded.session.tokens.access_token.clone());
+    }
+    let store = &app.sessions.store;
+    let lock_key = Sessions::refresh_lock_key(loaded);
+    let owner = random_token();
+    let lease = app.config.session.refresh_lock_lease;
+    let deadline = Instant::now() + lease + app.config.oidc.timeout;
+    while !store.try_lock(&lock_key, &owner, lease).await? {
+        // Another instance is refreshing: wait for its tokens instead of refreshing again.
+        tokio::time::sleep(LOCK_POLL).await;
+        reload(app, loaded).await?;
+        if !due(&loaded.session.tokens, skew, now()) {
+            return Ok(loaded.session.tokens.access_token.clone());
+        }
+        if Instant::now() > deadline {
+            return keep_or_fail(loaded, "another instance holds the refresh lock".into());
+        }
+    }
+    let renewer = {
+        let (store, lock_key, owner) = (store.clone(), lock_key.clone(), owner.clone());
+        Renewer(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                match store.renew_lock(&lock_key, &owner, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!("refresh lock lost while refreshing");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not renew the refresh lock"),
+                }
+            }
+        }))
+    };
+    let result = refresh_locked(app, loaded, skew).await;
+    drop(renewer);
+    if let Err(e) = store.unlock(&lock_key, &owner).await {
+        tracing::warn!(error = %e, "could not release the refresh lock; it expires with its lease");
+    }
+    result
+}
+
+/// Holding the lock: re-read (an instance may have finished just before we got it), then
+/// refresh and store the new tokens.
+async fn refresh_locked(app: &App, loaded: &mut Loaded, skew: i64) -> Result<Secret, Error> {
+    reload(app, loaded).await?;
+    if !due(&loaded.session.tokens, skew, now()) {
+        return Ok(loaded.session.tokens.access_token.clone());
+    }
     let Some(refresh_token) = loaded.session.tokens.refresh_token.clone() else {
-        if still_valid {
+        if now() < loaded.session.tokens.access_expires_at {
             return Ok(loaded.session.tokens.access_token.clone());
         }
         app.sessions.destroy(loaded).await?;
@@ -40,8 +159,10 @@ pub async fn ensure_fresh(app: &App, loaded: &mut Loaded) -> Result<Secret, Erro
     };
     match refresh(app, loaded, &refresh_token).await {
         Ok(tokens) => {
-            loaded.session.tokens = tokens;
-            app.sessions.update(loaded).await?;
+            if !app.sessions.write_tokens(loaded, tokens).await? {
+                return Err(Error::Unauthenticated);
+            }
+            tracing::debug!("access token refreshed");
             Ok(loaded.session.tokens.access_token.clone())
         }
         Err(OidcError::TokenRejected(code)) if code == "invalid_grant" => {
@@ -54,11 +175,17 @@ pub async fn ensure_fresh(app: &App, loaded: &mut Loaded) -> Result<Secret, Erro
             tracing::warn!(error = %e, "session ended: refreshed id token rejected");
             Err(Error::Unauthenticated)
         }
-        Err(e) if still_valid => {
-            tracing::warn!(error = %e, "refresh failed, forwarding with the current token");
-            Ok(loaded.session.tokens.access_token.clone())
-        }
-        Err(e) => Err(Error::RefreshUnavailable(e.to_string())),
+        Err(e) => keep_or_fail(loaded, e.to_string()),
+    }
+}
+
+/// A transient failure: forward with the current token while it is valid, else 503.
+fn keep_or_fail(loaded: &Loaded, why: String) -> Result<Secret, Error> {
+    if now() < loaded.session.tokens.access_expires_at {
+        tracing::warn!(error = %why, "refresh failed, forwarding with the current token");
+        Ok(loaded.session.tokens.access_token.clone())
+    } else {
+        Err(Error::RefreshUnavailable(why))
     }
 }
 

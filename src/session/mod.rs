@@ -145,6 +145,50 @@ impl Sessions {
         Ok(self.keys.seal(&self.cookie_name, &secret.to_bytes()))
     }
 
+    /// Reads the session again (no sliding): what another request or instance wrote since.
+    pub async fn reload(&self, loaded: &Loaded) -> Result<Option<Loaded>, StoreError> {
+        let Some(raw) = self.store.get(&loaded.key).await? else {
+            return Ok(None);
+        };
+        let Some(session) = record::open::<Session>(&loaded.secret.record_key, &loaded.key, &raw)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Loaded {
+            session,
+            secret: loaded.secret.clone(),
+            key: loaded.key.clone(),
+            raw,
+        }))
+    }
+
+    /// Stores new tokens into the session, merging with whatever was written meanwhile (an
+    /// idle-clock slide): tokens change only under the refresh lock, so nothing newer is lost.
+    /// Returns false when the session is gone.
+    pub async fn write_tokens(
+        &self,
+        loaded: &mut Loaded,
+        tokens: Tokens,
+    ) -> Result<bool, StoreError> {
+        loaded.session.tokens = tokens;
+        for _ in 0..5 {
+            if self.update(loaded).await? {
+                return Ok(true);
+            }
+            let Some(mut current) = self.reload(loaded).await? else {
+                return Ok(false);
+            };
+            current.session.tokens = loaded.session.tokens.clone();
+            *loaded = current;
+        }
+        Ok(false)
+    }
+
+    /// Key of the refresh lock of this session.
+    pub fn refresh_lock_key(loaded: &Loaded) -> String {
+        format!("{}:refresh", loaded.key)
+    }
+
     /// Writes `loaded.session` back unless the stored record changed since it was read.
     pub async fn update(&self, loaded: &mut Loaded) -> Result<bool, StoreError> {
         let Some(sealed) = record::seal(&loaded.secret.record_key, &loaded.key, &loaded.session)

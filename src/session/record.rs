@@ -22,6 +22,7 @@ pub const RECORD_KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 12;
 
 /// What the session cookie carries (sealed): the session id and the record key.
+#[derive(Clone)]
 pub struct CookieSecret {
     pub id: [u8; ID_LEN],
     pub record_key: Zeroizing<[u8; RECORD_KEY_LEN]>,

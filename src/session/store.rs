@@ -103,6 +103,69 @@ impl Store {
         }
     }
 
+    /// Takes the lock `key` for `lease` unless someone holds it. The memory store serves one
+    /// instance, whose in-process single flight is lock enough, so it always grants.
+    pub async fn try_lock(
+        &self,
+        key: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(_) => Ok(true),
+            Store::Redis(r) => {
+                let mut conn = r.conn.clone();
+                let set: Option<String> = r
+                    .bounded(
+                        redis::cmd("SET")
+                            .arg(key)
+                            .arg(owner)
+                            .arg("NX")
+                            .arg("PX")
+                            .arg(millis(lease))
+                            .query_async(&mut conn),
+                    )
+                    .await?;
+                Ok(set.is_some())
+            }
+        }
+    }
+
+    /// Extends a lock we still own; false when it was lost (expired and taken).
+    pub async fn renew_lock(
+        &self,
+        key: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(_) => Ok(true),
+            Store::Redis(r) => {
+                let mut invocation = r.renew.key(key);
+                invocation.arg(owner).arg(millis(lease));
+                let mut conn = r.conn.clone();
+                r.bounded(invocation.invoke_async::<i64>(&mut conn))
+                    .await
+                    .map(|n| n == 1)
+            }
+        }
+    }
+
+    /// Releases a lock if we still own it.
+    pub async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Redis(r) => {
+                let mut invocation = r.unlock.key(key);
+                invocation.arg(owner);
+                let mut conn = r.conn.clone();
+                r.bounded(invocation.invoke_async::<i64>(&mut conn))
+                    .await
+                    .map(drop)
+            }
+        }
+    }
+
     /// Whether the store answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
@@ -125,8 +188,22 @@ fn millis(d: Duration) -> u64 {
 pub struct RedisStore {
     conn: ConnectionManager,
     cas: Arc<redis::Script>,
+    renew: Arc<redis::Script>,
+    unlock: Arc<redis::Script>,
     timeout: Duration,
 }
+
+const RENEW_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0";
+
+const UNLOCK_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0";
 
 const CAS_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -147,6 +224,8 @@ impl RedisStore {
         Ok(Self {
             conn,
             cas: Arc::new(redis::Script::new(CAS_SCRIPT)),
+            renew: Arc::new(redis::Script::new(RENEW_SCRIPT)),
+            unlock: Arc::new(redis::Script::new(UNLOCK_SCRIPT)),
             timeout,
         })
     }

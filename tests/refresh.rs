@@ -1,0 +1,189 @@
+//! Token refresh: before expiry, exactly once per session across instances, and the right
+//! outcome for every provider failure.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use reqwest::Method;
+use support::provider::TokenFault;
+use support::*;
+
+fn short_lived() -> ProviderOptions {
+    ProviderOptions {
+        access_token_ttl: Duration::from_secs(2),
+        ..ProviderOptions::default()
+    }
+}
+
+fn redis_session(prefix: &str, extra: &str) -> String {
+    format!("store = \"redis\"\nredis_url = \"{REDIS_URL}\"\nredis_prefix = \"{prefix}\"\n{extra}")
+}
+
+/// Fires `n` API calls with `cookie`, alternating between the given gatehouses.
+async fn burst(ghs: &[&Gatehouse], cookie: &str, n: usize) -> Vec<u16> {
+    let http = reqwest::Client::new();
+    let calls = (0..n).map(|i| {
+        let url = ghs[i % ghs.len()].url("/api/burst");
+        let req = http
+            .get(url)
+            .header("x-csrf", "1")
+            .header("cookie", format!("{COOKIE}={cookie}"));
+        async move { req.send().await.map(|r| r.status().as_u16()).unwrap_or(0) }
+    });
+    join_all(calls).await
+}
+
+async fn two_instances(
+    provider: &TestProvider,
+    upstream: &EchoUpstream,
+    session: &str,
+) -> (Gatehouse, Gatehouse) {
+    let text = config(provider, upstream, session);
+    (Gatehouse::start(&text).await, Gatehouse::start(&text).await)
+}
+
+#[tokio::test]
+async fn fifty_parallel_requests_on_two_instances_refresh_exactly_once() {
+    let provider = TestProvider::start(short_lived()).await;
+    let upstream = EchoUpstream::start().await;
+    let (a, b) = two_instances(
+        &provider,
+        &upstream,
+        &redis_session(&unique_prefix("burst"), ""),
+    )
+    .await;
+    let mut browser = Browser::new(&a.origin);
+    browser.login("/").await;
+    let cookie = browser.session_cookie().unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let statuses = burst(&[&a, &b], &cookie, 50).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let stats = provider.stats();
+    assert_eq!(stats.token_refresh, 1, "one refresh at the provider");
+    assert_eq!(stats.refresh_reuse, 0);
+    let tokens: std::collections::HashSet<String> = upstream
+        .requests()
+        .iter()
+        .filter_map(|r| r.header("authorization").map(str::to_owned))
+        .collect();
+    assert_eq!(tokens.len(), 1, "every request used the winner's token");
+    assert_eq!(
+        burst(&[&b], &cookie, 1).await,
+        [200],
+        "the session is alive afterwards"
+    );
+}
+
+#[tokio::test]
+async fn a_provider_slower_than_the_lock_lease_still_sees_one_refresh() {
+    let opts = ProviderOptions {
+        token_delay: Duration::from_millis(900),
+        ..short_lived()
+    };
+    let provider = TestProvider::start(opts).await;
+    let upstream = EchoUpstream::start().await;
+    let session = redis_session(&unique_prefix("slow"), "refresh_lock_lease = \"300ms\"");
+    let (a, b) = two_instances(&provider, &upstream, &session).await;
+    let mut browser = Browser::new(&a.origin);
+    browser.login("/").await;
+    let cookie = browser.session_cookie().unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let statuses = burst(&[&a, &b], &cookie, 20).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(provider.stats().token_refresh, 1);
+    assert_eq!(provider.stats().refresh_reuse, 0);
+}
+
+#[tokio::test]
+async fn one_instance_with_the_memory_store_refreshes_once_too() {
+    let stack = Stack::with(short_lived(), "").await;
+    let mut b = stack.browser();
+    b.login("/").await;
+    let cookie = b.session_cookie().unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let statuses = burst(&[&stack.gh], &cookie, 30).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(stack.provider.stats().token_refresh, 1);
+}
+
+#[tokio::test]
+async fn tokens_far_from_expiry_are_not_refreshed() {
+    let stack = Stack::start().await;
+    let mut b = stack.browser();
+    b.login("/").await;
+    for _ in 0..5 {
+        assert_eq!(b.api(Method::GET, "/api/x").await.status(), 200);
+    }
+    assert_eq!(stack.provider.stats().token_refresh, 0);
+}
+
+#[tokio::test]
+async fn invalid_grant_ends_the_session() {
+    let stack = Stack::with(short_lived(), "").await;
+    let mut b = stack.browser();
+    b.login("/").await;
+    stack
+        .provider
+        .set(|m| m.refresh_fault = Some(TokenFault::InvalidGrant));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(b.api(Method::GET, "/api/x").await.status(), 401);
+    stack.provider.behaviour().reset();
+    assert_eq!(
+        b.api(Method::GET, "/api/x").await.status(),
+        401,
+        "the session is gone"
+    );
+}
+
+#[tokio::test]
+async fn provider_errors_keep_the_session_and_use_the_token_while_valid() {
+    let stack = Stack::with(short_lived(), "").await;
+    let mut b = stack.browser();
+    b.login("/").await;
+    stack
+        .provider
+        .set(|m| m.refresh_fault = Some(TokenFault::ServerError));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        b.api(Method::GET, "/api/x").await.status(),
+        200,
+        "old token still valid"
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let res = b.api(Method::GET, "/api/x").await;
+    assert_eq!(res.status(), 503, "expired and no refresh possible");
+    assert!(res.headers().contains_key("retry-after"));
+    stack.provider.behaviour().reset();
+    assert_eq!(
+        b.api(Method::GET, "/api/x").await.status(),
+        200,
+        "the session survived the outage"
+    );
+}
+
+#[tokio::test]
+async fn a_refreshed_id_token_for_another_subject_ends_the_session() {
+    let stack = Stack::with(short_lived(), "").await;
+    let mut b = stack.browser();
+    b.login("/").await;
+    stack
+        .provider
+        .set(|m| m.sub = support::provider::Override::Wrong);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(b.api(Method::GET, "/api/x").await.status(), 401);
+}
+
+#[tokio::test]
+async fn an_expired_token_without_a_refresh_token_ends_the_session() {
+    let stack = Stack::with(short_lived(), "").await;
+    stack.provider.set(|m| m.omit_refresh_token = true);
+    let mut b = stack.browser();
+    b.login("/").await;
+    assert_eq!(b.api(Method::GET, "/api/x").await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(b.api(Method::GET, "/api/x").await.status(), 401);
+    assert_eq!(stack.provider.stats().token_refresh, 0);
+}
