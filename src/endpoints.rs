@@ -38,6 +38,7 @@ pub async fn dispatch<'a>(
             Some("/callback") => "callback",
             Some("/user") => "user",
             Some("/logout") => "logout",
+            Some("/backchannel-logout") => "backchannel-logout",
             Some(rest) if rest.is_empty() || rest.starts_with('/') => return Err(Error::NoRoute),
             _ => return Ok(Err(req)),
         },
@@ -51,6 +52,9 @@ pub async fn dispatch<'a>(
         "callback" if get => callback(app, &req, outcome).await?,
         "user" if get => user(app, &req, outcome).await?,
         "logout" if get || req.method() == Method::POST => logout(app, &req, outcome).await?,
+        "backchannel-logout" if req.method() == Method::POST => {
+            backchannel_logout(app, req).await?
+        }
         _ => return Err(Error::MethodNotAllowed),
     };
     Ok(Ok(res))
@@ -207,6 +211,47 @@ async fn user(
             "idle_expires_at": loaded.idle_expires_at(sessions.idle),
             "logout_url": logout_url,
         }),
+    ))
+}
+
+/// Largest back-channel logout request body read.
+const MAX_LOGOUT_BODY: usize = 64 * 1024;
+
+/// OIDC Back-Channel Logout: the provider tells us a session (`sid`) or a user (`sub`) logged
+/// out. Server to server, so no browser checks apply; the signed token is the authentication.
+async fn backchannel_logout(app: &App, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    use http_body_util::BodyExt as _;
+    let body = http_body_util::Limited::new(req.into_body(), MAX_LOGOUT_BODY)
+        .collect()
+        .await
+        .map_err(|_| OidcError::InvalidLogoutToken("unreadable or oversized body".into()))?
+        .to_bytes();
+    let mut tokens = url::form_urlencoded::parse(&body)
+        .filter(|(k, _)| k == "logout_token")
+        .map(|(_, v)| v);
+    let (Some(token), None) = (tokens.next(), tokens.next()) else {
+        return Err(OidcError::InvalidLogoutToken(
+            "exactly one logout_token parameter is required".into(),
+        )
+        .into());
+    };
+    let claims = app.oidc.verify_logout_token(&token).await?;
+    if !app.sessions.first_use_of_jti(&claims.jti).await? {
+        return Err(OidcError::InvalidLogoutToken("jti replayed".into()).into());
+    }
+    let ended = match (&claims.sid, &claims.sub) {
+        (Some(sid), _) => app.sessions.end_by_sid(sid).await?,
+        (None, Some(sub)) => app.sessions.end_by_sub(sub).await?,
+        (None, None) => 0,
+    };
+    tracing::info!(
+        sessions = ended,
+        by_sid = claims.sid.is_some(),
+        "back-channel logout"
+    );
+    Ok(response::json(
+        StatusCode::OK,
+        &json!({ "sessions_ended": ended }),
     ))
 }
 

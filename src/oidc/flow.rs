@@ -151,7 +151,8 @@ impl Oidc {
             Ok(serde_json::Value::Object(map)) => map,
             _ => serde_json::Map::new(),
         };
-        let sid = user.get("sid").and_then(|v| v.as_str()).map(str::to_owned);
+        // `sid` is not modelled by the claims type; read it from the verified token's payload.
+        let sid = verified_payload_claim(&id_token.to_string(), "sid");
         for k in TECHNICAL_CLAIMS {
             user.remove(k);
         }
@@ -196,6 +197,17 @@ impl Oidc {
         }
         url.to_string()
     }
+}
+
+/// A string claim from the payload of a JWT whose signature was already verified.
+fn verified_payload_claim(jwt: &str, name: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    value.get(name)?.as_str().map(str::to_owned)
 }
 
 /// Token-endpoint failures: the provider's refusal vs. not reaching it at all.

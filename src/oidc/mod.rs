@@ -1,6 +1,7 @@
 //! OpenID Connect as a confidential client: discovery and JWKS ([`provider`]), login and
 //! callback ([`flow`]), ID token validation (here), and logout URLs.
 
+pub mod backchannel;
 mod flow;
 mod provider;
 pub mod refresh;
@@ -48,6 +49,8 @@ pub enum OidcError {
     InvalidTokenResponse(String),
     #[error("id token rejected: {0}")]
     InvalidIdToken(String),
+    #[error("logout token rejected: {0}")]
+    InvalidLogoutToken(String),
 }
 
 impl OidcError {
@@ -86,6 +89,11 @@ impl OidcError {
                 StatusCode::UNAUTHORIZED,
                 "login_failed",
                 "the sign-in response could not be verified; please sign in again",
+            ),
+            OidcError::InvalidLogoutToken(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the logout token is not valid",
             ),
             OidcError::ProviderUnavailable(_) => (
                 StatusCode::BAD_GATEWAY,
@@ -210,7 +218,7 @@ impl Oidc {
             }
             other => other,
         }
-        .map_err(|e| OidcError::InvalidIdToken(e.to_string()))
+        .map_err(|e| OidcError::InvalidIdToken(error_chain(&e)))
         .and_then(|claims| self.check_azp(claims))
     }
 

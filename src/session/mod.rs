@@ -17,6 +17,8 @@ use crate::cookie::{self, KeyRing};
 
 /// Login transactions live this long (state, nonce and PKCE verifier expire with them).
 pub const LOGIN_TTL: Duration = Duration::from_secs(600);
+/// How long a logout token's `jti` is remembered (longer than any accepted token's age).
+const JTI_TTL: Duration = Duration::from_secs(3600);
 /// The longest the idle clock is written back: sliding costs a write per session per
 /// this interval at most, not one per request.
 const MAX_TOUCH_INTERVAL: i64 = 5;
@@ -142,6 +144,23 @@ impl Sessions {
         let sealed = record::seal(&secret.record_key, &key, session)
             .ok_or(StoreError::Timeout(Duration::ZERO))?;
         self.store.set(&key, &sealed, self.ttl(session)).await?;
+        // Back-channel logout finds sessions by the provider's sid, or all of a subject's.
+        if let Some(sid) = &session.sid {
+            self.store
+                .index_add(
+                    &record::store_key(&self.prefix, "sid:", sid.as_bytes()),
+                    &key,
+                    self.max_lifetime,
+                )
+                .await?;
+        }
+        self.store
+            .index_add(
+                &record::store_key(&self.prefix, "sub:", session.sub.as_bytes()),
+                &key,
+                self.max_lifetime,
+            )
+            .await?;
         Ok(self.keys.seal(&self.cookie_name, &secret.to_bytes()))
     }
 
@@ -182,6 +201,36 @@ impl Sessions {
             *loaded = current;
         }
         Ok(false)
+    }
+
+    /// Ends every session of the provider session `sid`; returns how many were found.
+    pub async fn end_by_sid(&self, sid: &str) -> Result<usize, StoreError> {
+        self.end_indexed(&record::store_key(&self.prefix, "sid:", sid.as_bytes()))
+            .await
+    }
+
+    /// Ends every session of the user `sub`.
+    pub async fn end_by_sub(&self, sub: &str) -> Result<usize, StoreError> {
+        self.end_indexed(&record::store_key(&self.prefix, "sub:", sub.as_bytes()))
+            .await
+    }
+
+    async fn end_indexed(&self, index: &str) -> Result<usize, StoreError> {
+        let keys = self.store.index_take(index).await?;
+        for key in &keys {
+            self.store.delete(key).await?;
+        }
+        Ok(keys.len())
+    }
+
+    /// Records a logout token's `jti`; false when it was seen before (a replay).
+    pub async fn first_use_of_jti(&self, jti: &str) -> Result<bool, StoreError> {
+        self.store
+            .put_new(
+                &record::store_key(&self.prefix, "jti:", jti.as_bytes()),
+                JTI_TTL,
+            )
+            .await
     }
 
     /// Key of the refresh lock of this session.

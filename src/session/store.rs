@@ -166,6 +166,92 @@ impl Store {
         }
     }
 
+    /// Stores `value` only if `key` is absent; false when it already existed (replay check).
+    pub async fn put_new(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(m) => {
+                let entry = m.cache.entry(key.to_owned()).or_insert(Entry {
+                    data: Arc::from(&b"1"[..]),
+                    ttl,
+                });
+                Ok(entry.is_fresh())
+            }
+            Store::Redis(r) => {
+                let mut conn = r.conn.clone();
+                let set: Option<String> = r
+                    .bounded(
+                        redis::cmd("SET")
+                            .arg(key)
+                            .arg("1")
+                            .arg("NX")
+                            .arg("PX")
+                            .arg(millis(ttl))
+                            .query_async(&mut conn),
+                    )
+                    .await?;
+                Ok(set.is_some())
+            }
+        }
+    }
+
+    /// Adds `member` to the set `key` (a session index), which lives at least `ttl`.
+    pub async fn index_add(
+        &self,
+        key: &str,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.cache.entry(key.to_owned()).and_upsert_with(|current| {
+                    let mut data = current
+                        .map(|e| e.into_value().data.to_vec())
+                        .unwrap_or_default();
+                    data.extend_from_slice(member.as_bytes());
+                    data.push(b'\n');
+                    Entry {
+                        data: data.into(),
+                        ttl,
+                    }
+                });
+                Ok(())
+            }
+            Store::Redis(r) => {
+                let mut conn = r.conn.clone();
+                let mut pipe = redis::pipe();
+                pipe.atomic()
+                    .sadd(key, member)
+                    .ignore()
+                    .pexpire(key, i64::try_from(millis(ttl)).unwrap_or(i64::MAX))
+                    .ignore();
+                r.bounded(pipe.query_async::<()>(&mut conn)).await
+            }
+        }
+    }
+
+    /// Removes the set `key` and returns its members.
+    pub async fn index_take(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m
+                .cache
+                .remove(key)
+                .map(|e| {
+                    String::from_utf8_lossy(&e.data)
+                        .lines()
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()),
+            Store::Redis(r) => {
+                let mut conn = r.conn.clone();
+                let mut pipe = redis::pipe();
+                pipe.atomic().smembers(key).del(key).ignore();
+                let (members,): (Vec<String>,) = r.bounded(pipe.query_async(&mut conn)).await?;
+                Ok(members)
+            }
+        }
+    }
+
     /// Whether the store answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {

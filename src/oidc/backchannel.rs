@@ -1,0 +1,159 @@
+//! OpenID Connect Back-Channel Logout 1.0: validating a provider's logout token.
+//!
+//! Rules (spec §2.6):
+//! 1. A JWS signed with an allowed asymmetric algorithm by a key from the provider's JWKS
+//!    (an unknown `kid` refetches it once, rate-limited); `jwk`/`jku`/`x5u` headers are ignored.
+//! 2. `iss` is our issuer; `aud` contains our client id; `iat` is recent; `exp`, if present,
+//!    is not past.
+//! 3. `events` holds the back-channel-logout member; `sid` and/or `sub` are present; `nonce`
+//!    is absent (so an ID token can never pass as a logout token).
+//! 4. `jti` is present; a replayed `jti` is refused (the caller records it in the store).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use openidconnect::core::{CoreJsonWebKey, CoreJwsSigningAlgorithm};
+use openidconnect::{JsonWebKey, JsonWebKeyId};
+use serde_json::Value;
+
+use super::{Oidc, OidcError, Provider};
+use crate::session::now;
+
+pub const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// Who a valid logout token logs out.
+#[derive(Debug)]
+pub struct LogoutClaims {
+    pub sid: Option<String>,
+    pub sub: Option<String>,
+    pub jti: String,
+}
+
+fn invalid(why: &str) -> OidcError {
+    OidcError::InvalidLogoutToken(why.to_owned())
+}
+
+impl Oidc {
+    pub async fn verify_logout_token(&self, token: &str) -> Result<LogoutClaims, OidcError> {
+        let provider = self.provider()?;
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid("not a compact JWS"));
+        };
+        let header: Value = decode_json(h)?;
+        let alg_name = header
+            .get("alg")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid("no alg"))?;
+        let alg: CoreJwsSigningAlgorithm =
+            serde_json::from_value(Value::String(alg_name.to_owned()))
+                .map_err(|_| invalid("unknown alg"))?;
+        if !self.settings.allowed_algs.contains(&alg) {
+            return Err(invalid("algorithm not allowed"));
+        }
+        let kid = header
+            .get("kid")
+            .and_then(Value::as_str)
+            .map(|k| JsonWebKeyId::new(k.to_owned()));
+        let signature = URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| invalid("bad signature encoding"))?;
+        let signing_input = &token[..h.len() + 1 + p.len()];
+        if !verify_with(
+            &provider,
+            kid.as_ref(),
+            &alg,
+            signing_input.as_bytes(),
+            &signature,
+        ) && !(provider.refetch_jwks(self.http()).await
+            && verify_with(
+                &provider,
+                kid.as_ref(),
+                &alg,
+                signing_input.as_bytes(),
+                &signature,
+            ))
+        {
+            return Err(invalid(
+                "signature does not verify with the provider's keys",
+            ));
+        }
+        self.check_logout_claims(&decode_json(p)?)
+    }
+
+    fn check_logout_claims(&self, c: &Value) -> Result<LogoutClaims, OidcError> {
+        let s = &self.settings;
+        if c.get("iss").and_then(Value::as_str) != Some(s.issuer.as_str()) {
+            return Err(invalid("iss is not the provider"));
+        }
+        let ours = |v: &Value| v.as_str() == Some(s.client_id.as_str());
+        let aud_ok = match c.get("aud") {
+            Some(Value::Array(list)) => list.iter().any(ours),
+            Some(v) => ours(v),
+            None => false,
+        };
+        if !aud_ok {
+            return Err(invalid("aud does not contain this client"));
+        }
+        let skew = i64::try_from(s.clock_skew.as_secs()).unwrap_or(0);
+        let max_age = i64::try_from(s.max_id_token_age.as_secs()).unwrap_or(0);
+        let iat = c
+            .get("iat")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| invalid("no iat"))?;
+        let age = now() - iat;
+        if age < -skew || age > max_age + skew {
+            return Err(invalid("iat out of range"));
+        }
+        if let Some(exp) = c.get("exp") {
+            if exp.as_i64().is_none_or(|e| e + skew <= now()) {
+                return Err(invalid("expired"));
+            }
+        }
+        let event_ok = c
+            .get("events")
+            .and_then(|e| e.get(BACKCHANNEL_EVENT))
+            .is_some_and(Value::is_object);
+        if !event_ok {
+            return Err(invalid("no back-channel logout event"));
+        }
+        if c.get("nonce").is_some() {
+            return Err(invalid("nonce present"));
+        }
+        let string = |k: &str| {
+            c.get(k)
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let (sid, sub) = (string("sid"), string("sub"));
+        if sid.is_none() && sub.is_none() {
+            return Err(invalid("neither sid nor sub"));
+        }
+        let jti = string("jti").ok_or_else(|| invalid("no jti"))?;
+        Ok(LogoutClaims { sid, sub, jti })
+    }
+}
+
+fn decode_json(part: &str) -> Result<Value, OidcError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| invalid("bad base64url"))?;
+    serde_json::from_slice(&bytes).map_err(|_| invalid("bad JSON"))
+}
+
+/// Whether a key of the provider's JWKS (matching `kid` when given) verifies the signature.
+fn verify_with(
+    provider: &Provider,
+    kid: Option<&JsonWebKeyId>,
+    alg: &CoreJwsSigningAlgorithm,
+    input: &[u8],
+    sig: &[u8],
+) -> bool {
+    let jwks = provider.jwks();
+    jwks.keys()
+        .iter()
+        .filter(|k: &&CoreJsonWebKey| kid.is_none_or(|id| k.key_id() == Some(id)))
+        .any(|k| k.verify_signature(alg, input, sig).is_ok())
+}

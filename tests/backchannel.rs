@@ -1,0 +1,171 @@
+//! OIDC Back-Channel Logout: the provider ends sessions by `sid` or by `sub`, and nothing
+//! but a valid, fresh, signed logout token can do it.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod support;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::*;
+
+async fn post_logout_token(gh: &Gatehouse, token: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(gh.url("/auth/backchannel-logout"))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn logged_in(stack: &Stack, login_hint: Option<&str>) -> Browser {
+    let mut b = stack.browser();
+    let at_provider = b.start_login("/").await;
+    let url = match login_hint {
+        Some(hint) => format!("{at_provider}&login_hint={hint}"),
+        None => at_provider,
+    };
+    let back = b.authorize(&url).await;
+    assert_eq!(b.callback(&back).await.status(), 200);
+    b
+}
+
+async fn alive(b: &mut Browser) -> bool {
+    b.api(Method::GET, "/api/x").await.status() == 200
+}
+
+#[tokio::test]
+async fn a_logout_token_with_sid_ends_that_session_only() {
+    let stack = Stack::start().await;
+    let mut first = logged_in(&stack, None).await;
+    let mut second = logged_in(&stack, None).await;
+    let sids = stack.provider.stats().sids;
+    let token = stack
+        .provider
+        .mint_logout_token(json!({ "sid": sids[0], "sub": null }));
+    let res = post_logout_token(&stack.gh, &token).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["sessions_ended"], 1);
+    assert!(
+        !alive(&mut first).await,
+        "the browser's next API call gets 401"
+    );
+    assert!(
+        alive(&mut second).await,
+        "another provider session of the same user survives"
+    );
+}
+
+#[tokio::test]
+async fn a_logout_token_with_only_sub_ends_every_session_of_that_user() {
+    let stack = Stack::start().await;
+    let mut a1 = logged_in(&stack, None).await;
+    let mut a2 = logged_in(&stack, None).await;
+    let mut bob = logged_in(&stack, Some("bob")).await;
+    let token = stack
+        .provider
+        .mint_logout_token(json!({ "sid": null, "sub": "alice" }));
+    assert_eq!(post_logout_token(&stack.gh, &token).await.status(), 200);
+    assert!(!alive(&mut a1).await);
+    assert!(!alive(&mut a2).await);
+    assert!(alive(&mut bob).await, "other users are untouched");
+}
+
+#[tokio::test]
+async fn a_replayed_logout_token_is_refused() {
+    let stack = Stack::start().await;
+    let _b = logged_in(&stack, None).await;
+    let token = stack.provider.mint_logout_token(json!({}));
+    assert_eq!(post_logout_token(&stack.gh, &token).await.status(), 200);
+    let replay = post_logout_token(&stack.gh, &token).await;
+    assert_eq!(replay.status(), 400);
+    assert_eq!(
+        replay.json::<Value>().await.unwrap()["error"],
+        "invalid_request"
+    );
+}
+
+#[tokio::test]
+async fn invalid_logout_tokens_are_refused_and_end_nothing() {
+    let stack = Stack::start().await;
+    let mut b = logged_in(&stack, None).await;
+    let p = &stack.provider;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let valid_claims = || {
+        let token = p.mint_logout_token(json!({}));
+        support::provider::decode_unverified(&token).unwrap().1
+    };
+    let flipped = {
+        let t = p.mint_logout_token(json!({}));
+        let (head, sig) = t.rsplit_once('.').unwrap();
+        let mut sig: Vec<char> = sig.chars().collect();
+        sig[5] = if sig[5] == 'A' { 'B' } else { 'A' };
+        format!("{head}.{}", sig.into_iter().collect::<String>())
+    };
+    let alg_none = {
+        use base64::Engine as _;
+        let e = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!("{}.{}.", e(&json!({"alg": "none"})), e(&valid_claims()))
+    };
+    let cases: Vec<(&str, String)> = vec![
+        ("bad signature", flipped),
+        ("alg none", alg_none),
+        ("wrong aud", p.mint_logout_token(json!({ "aud": "other-client" }))),
+        ("wrong iss", p.mint_logout_token(json!({ "iss": "https://evil.example" }))),
+        ("missing events", p.mint_logout_token(json!({ "events": null }))),
+        ("wrong event", p.mint_logout_token(json!({ "events": { "http://schemas.openid.net/event/other": {} } }))),
+        ("nonce present", p.mint_logout_token(json!({ "nonce": "n" }))),
+        ("missing iat", p.mint_logout_token(json!({ "iat": null }))),
+        ("old iat", p.mint_logout_token(json!({ "iat": now - 86_400 }))),
+        ("expired", p.mint_logout_token(json!({ "exp": now - 600 }))),
+        ("missing jti", p.mint_logout_token(json!({ "jti": null }))),
+        ("neither sid nor sub", p.mint_logout_token(json!({ "sid": null, "sub": null }))),
+        ("not a jwt", "garbage".to_owned()),
+        ("id token shape", p.sign_raw(json!({"alg": "RS256", "kid": p.current_kid()}), json!({"iss": p.issuer(), "aud": "bff", "iat": now, "sub": "alice", "nonce": "x", "jti": "j"}))),
+    ];
+    for (name, token) in cases {
+        let res = post_logout_token(&stack.gh, &token).await;
+        assert_eq!(res.status(), 400, "{name}");
+        assert!(alive(&mut b).await, "{name} ended the session");
+    }
+    let missing = reqwest::Client::new()
+        .post(stack.gh.url("/auth/backchannel-logout"))
+        .form(&[("other", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 400);
+    assert_eq!(
+        reqwest::Client::new()
+            .get(stack.gh.url("/auth/backchannel-logout"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        405
+    );
+}
+
+#[tokio::test]
+async fn back_channel_logout_works_across_instances_sharing_redis() {
+    let provider = TestProvider::start(ProviderOptions::default()).await;
+    let upstream = EchoUpstream::start().await;
+    let session = format!(
+        "store = \"redis\"\nredis_url = \"{REDIS_URL}\"\nredis_prefix = \"{}\"",
+        unique_prefix("bcl")
+    );
+    let text = config(&provider, &upstream, &session);
+    let (a, b) = (Gatehouse::start(&text).await, Gatehouse::start(&text).await);
+    let mut browser = Browser::new(&a.origin);
+    browser.login("/").await;
+    assert!(alive(&mut browser).await);
+    let token = provider.mint_logout_token(json!({}));
+    assert_eq!(
+        post_logout_token(&b, &token).await.status(),
+        200,
+        "the provider may call any instance"
+    );
+    assert!(!alive(&mut browser).await);
+}
