@@ -1,5 +1,7 @@
 //! Logging in through the test provider and calling the API with the session cookie.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
 mod support;
 
 use support::*;

@@ -1,6 +1,8 @@
 //! Logout: the session dies server-side, tokens are revoked, the provider is told, and a
 //! cross-site page cannot trigger any of it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
 mod support;
 
 use reqwest::Method;

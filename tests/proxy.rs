@@ -1,5 +1,7 @@
 //! The proxy path: who gets a token, what reaches the upstream, and how failures look.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
 mod support;
 
 use reqwest::Method;

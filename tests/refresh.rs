@@ -1,6 +1,8 @@
 //! Token refresh: before expiry, exactly once per session across instances, and the right
 //! outcome for every provider failure.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
 mod support;
 
 use std::time::Duration;

@@ -60,21 +60,21 @@ impl Oidc {
             .decode(s)
             .map_err(|_| invalid("bad signature encoding"))?;
         let signing_input = &token[..h.len() + 1 + p.len()];
-        if !verify_with(
+        let verified = verify_with(
             &provider,
             kid.as_ref(),
             &alg,
             signing_input.as_bytes(),
             &signature,
-        ) && !(provider.refetch_jwks(self.http()).await
+        ) || (provider.refetch_jwks(self.http()).await
             && verify_with(
                 &provider,
                 kid.as_ref(),
                 &alg,
                 signing_input.as_bytes(),
                 &signature,
-            ))
-        {
+            ));
+        if !verified {
             return Err(invalid(
                 "signature does not verify with the provider's keys",
             ));
@@ -106,10 +106,10 @@ impl Oidc {
         if age < -skew || age > max_age + skew {
             return Err(invalid("iat out of range"));
         }
-        if let Some(exp) = c.get("exp") {
-            if exp.as_i64().is_none_or(|e| e + skew <= now()) {
-                return Err(invalid("expired"));
-            }
+        if let Some(exp) = c.get("exp")
+            && exp.as_i64().is_none_or(|e| e + skew <= now())
+        {
+            return Err(invalid("expired"));
         }
         let event_ok = c
             .get("events")
