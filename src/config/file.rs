@@ -28,7 +28,7 @@ pub const DEFAULT_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_ac
 pub const DEFAULT_ALGS: [&str; 3] = ["RS256", "PS256", "ES256"];
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+
 pub struct FileConfig {
     pub server: ServerFile,
     pub oidc: OidcFile,
@@ -41,7 +41,7 @@ pub struct FileConfig {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+
 pub struct ServerFile {
     pub listen: Option<String>,
     pub public_origin: String,
@@ -52,7 +52,7 @@ pub struct ServerFile {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+
 pub struct OidcFile {
     pub issuer: String,
     pub client_id: String,
@@ -73,7 +73,7 @@ pub struct OidcFile {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+
 pub struct SessionFile {
     /// "memory" (default) or "redis".
     pub store: Option<String>,
@@ -94,7 +94,7 @@ pub struct SessionFile {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+
 pub struct AuthFile {
     pub prefix: Option<String>,
     pub csrf_header: Option<String>,
@@ -102,7 +102,7 @@ pub struct AuthFile {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+
 pub struct RouteFile {
     pub path: String,
     pub upstream: String,

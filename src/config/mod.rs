@@ -124,7 +124,7 @@ pub struct ConfigError {
 /// Every problem found, so `gatehouse check` can list them all at once.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigErrors {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: String,
         #[source]
@@ -153,8 +153,24 @@ impl Config {
 
     /// Parses and validates config text; environment values override the file where documented.
     pub fn from_toml(text: &str, env: &dyn EnvSource) -> Result<Config, ConfigErrors> {
-        let file: FileConfig =
-            toml::from_str(text).map_err(|e| ConfigErrors::Parse(e.to_string()))?;
-        validate::validate(file, env).map_err(ConfigErrors::Invalid)
+        // Unknown keys are collected rather than fatal at parse time, so that one run reports
+        // them together with every other problem.
+        let mut unknown = Vec::new();
+        let deserializer = toml::Deserializer::new(text);
+        let file: FileConfig = serde_ignored::deserialize(deserializer, |path| {
+            unknown.push(ConfigError {
+                key: path.to_string(),
+                message: "unknown key".to_owned(),
+            });
+        })
+        .map_err(|e| ConfigErrors::Parse(e.to_string()))?;
+        match validate::validate(file, env) {
+            Ok(config) if unknown.is_empty() => Ok(config),
+            Ok(_) => Err(ConfigErrors::Invalid(unknown)),
+            Err(mut errors) => {
+                unknown.append(&mut errors);
+                Err(ConfigErrors::Invalid(unknown))
+            }
+        }
     }
 }
