@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // gatehouse end to end: a real OpenID Provider (oidc-provider), a demo API and SPA, gatehouse in
-// front of them, and headless Chromium that logs in, calls the API and logs out.
+// front of them, and headless Chromium that logs in, calls the API, sees gatehouse refresh the
+// 4-second access token (once, however many requests), is logged out by the provider over the
+// back channel, logs in again and logs out through gatehouse.
 //
 // Usage:  GATEHOUSE_BIN=target/debug/gatehouse node tests/e2e/run.mjs
 // Env:    REDIS_URL (default redis://127.0.0.1:6379), CHROMIUM (default /usr/bin/chromium),
@@ -14,11 +16,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { freePort, startService, stopAll, waitFor, withTimeout } from './lib/proc.mjs';
+import { freePort, sleep, startService, stopAll, waitFor, withTimeout } from './lib/proc.mjs';
 import { deleteKeys, redis } from './lib/redis.mjs';
 
 const COOKIE = '__Host-gatehouse';
-const BUDGET_MS = 48_000; // the whole run; cleanup adds at most ~10 s
+const BUDGET_MS = 30_000; // the whole run; cleanup adds at most ~10 s
+const REFRESH_WAIT_MS = 2500; // > half the provider's 4 s access-token lifetime: gatehouse refreshes
 const WAIT_MS = 10_000; // any single browser wait
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
@@ -116,23 +119,10 @@ async function main() {
     await expectSpaState(s.page, 'signed-out');
   });
 
-  await step('click "Log in": the provider asks for credentials (cross-site, on localhost)', async () => {
-    await s.page.click('#login');
-    await s.page.waitForURL((url) => url.origin === s.op);
-    await s.page.fill('input[name=login]', cfg.login);
-    await s.page.fill('input[name=password]', 'any password');
-    await s.page.getByRole('button', { name: 'Sign-in' }).click();
-    return `signed in as ${cfg.login}`;
-  });
+  await logIn(s, 'click "Log in": the provider asks for credentials (cross-site, on localhost)');
 
   await step('consent, then back on the SPA as the user', async () => {
-    await s.page.getByRole('button', { name: 'Continue' }).click();
-    await s.page.waitForURL((url) => url.origin === s.gh && url.pathname === '/', { timeout: 15_000 });
-    await expectSpaState(s.page, 'signed-in');
-    const sub = await s.page.textContent('#sub');
-    const email = await s.page.textContent('#email');
-    expect(sub === cfg.login, `the SPA shows sub ${JSON.stringify(sub)}, want ${JSON.stringify(cfg.login)}`);
-    expect(email.includes(`${cfg.login}@example.test`), `the SPA shows email ${JSON.stringify(email)}`);
+    await consentAndReturn(s);
     s.screenshot = join(tmp, 'logged-in.png');
     await s.page.screenshot({ path: s.screenshot, fullPage: true });
     return `screenshot ${s.screenshot}`;
@@ -168,12 +158,75 @@ async function main() {
   });
 
   await step('click "Call API": the API saw a valid bearer token (introspection)', async () => {
-    await s.page.click('#call-api');
-    await s.page.waitForSelector('#api-result:not([data-state="pending"])');
-    const text = await s.page.textContent('#api-result');
-    expect(text.startsWith('200 '), `the API call shows: ${text}`);
-    expect(JSON.parse(text.slice(4)).hello === cfg.login, `the API answered ${text}`);
+    s.refreshes = refreshCount(s);
+    const text = await callApi(s);
+    s.firstToken = (await observed(s)).tokens.at(-1);
     return text;
+  });
+
+  await step(`${REFRESH_WAIT_MS / 1000} s later, "Call API" again: 200 as the same user, with a refreshed access token`, async () => {
+    await sleep(REFRESH_WAIT_MS);
+    const before = refreshCount(s);
+    await callApi(s);
+    const token = (await observed(s)).tokens.at(-1);
+    expect(token !== s.firstToken, 'the API saw the same access token again; gatehouse did not refresh it');
+    const refreshed = refreshCount(s) - before;
+    expect(refreshed === 1, `the provider saw ${refreshed} refresh grant(s) for this call, want 1`);
+    const rotated = readIssued().filter((i) => i.kind === 'refresh_token');
+    expect(new Set(rotated.map((i) => i.value)).size >= 2, `the provider issued ${rotated.length} refresh token(s); rotation is on, want >= 2`);
+    s.lastToken = token;
+    return `${refreshCount(s) - s.refreshes} refresh grant(s) since the first call`;
+  });
+
+  await step(`${REFRESH_WAIT_MS / 1000} s later, 6 parallel fetches from the page: all 200, one refresh, one new token`, async () => {
+    await sleep(REFRESH_WAIT_MS);
+    const before = refreshCount(s);
+    const seenBefore = (await observed(s)).tokens.length;
+    const statuses = await s.page.evaluate(() => Promise.all(Array.from({ length: 6 }, () => fetch('/api/hello', { headers: { 'X-CSRF': '1' } })
+      .then(async (r) => `${r.status} ${await r.text()}`))));
+    for (const st of statuses) {
+      expect(st.startsWith('200 ') && JSON.parse(st.slice(4)).hello === cfg.login, `a parallel fetch answered ${st}`);
+    }
+    const refreshed = refreshCount(s) - before;
+    expect(refreshed === 1, `the provider saw ${refreshed} refresh grant(s) for 6 parallel requests of one session, want exactly 1`);
+    const tokens = new Set((await observed(s)).tokens.slice(seenBefore));
+    expect(tokens.size === 1 && !tokens.has(s.lastToken), `the parallel requests carried ${tokens.size} distinct token(s), want 1 new one`);
+    return statuses.map((st) => st.slice(0, 3)).join(' ');
+  });
+
+  await step('sign out at the provider (not via gatehouse): it POSTs a logout token to /auth/backchannel-logout', async () => {
+    const delivered = eventCount(s, 'EVENT backchannel.success bff sid=yes');
+    const ended = () => s.gatehouse.text.split('\n').filter((l) => /INFO back-channel logout sessions=1 by_sid=true/.test(l)).length;
+    const endedBefore = ended();
+    await s.page.goto(`${s.op}/session/end`);
+    await s.page.getByRole('button', { name: 'Yes, sign me out' }).click();
+    await s.page.getByText('Sign-out Success').waitFor();
+    await waitFor(() => eventCount(s, 'EVENT backchannel.success bff sid=yes') > delivered,
+      { timeoutMs: 5000, what: 'the provider to deliver the logout token to gatehouse (EVENT backchannel.success)' });
+    expect(!s.provider.text.includes('EVENT backchannel.error'), `the back-channel delivery failed: ${s.provider.lines.filter((l) => l.includes('backchannel.error')).join(' | ')}`);
+    expect(ended() === endedBefore + 1, 'gatehouse did not log "back-channel logout sessions=1 by_sid=true"');
+  });
+
+  await step('after back-channel logout: the page\'s fetch(\'/api/hello\') is 401, the SPA is signed out, the cookie replayed is 401', async () => {
+    await s.page.goto(`${s.gh}/`);
+    const fromPage = await s.page.evaluate(() => fetch('/api/hello', { headers: { 'X-CSRF': '1' } }).then((r) => r.status));
+    expect(fromPage === 401, `fetch('/api/hello') from the page answered ${fromPage}, want 401`);
+    await expectSpaState(s.page, 'signed-out');
+    for (const path of ['/api/hello', '/auth/user']) {
+      const res = await http(`${s.gh}${path}`, { cookie: `${COOKIE}=${s.cookieValue}` });
+      expect(res.status === 401, `the cookie of the ended session replayed on ${path} got ${res.status}, want 401`);
+    }
+  });
+
+  await logIn(s, 'log in again: the provider asks for credentials (its session is gone)');
+
+  await step('consent again, back on the SPA, and "Call API" answers 200', async () => {
+    await consentAndReturn(s);
+    const cookie = (await browser.cookies(s.gh)).find((c) => c.name === COOKIE);
+    expect(cookie && cookie.value !== s.cookieValue, 'the second login did not set a new session cookie');
+    s.cookieValues = [s.cookieValue, cookie.value];
+    s.cookieValue = cookie.value;
+    return callApi(s);
   });
 
   await step('click "Log out": gatehouse sends the browser to the provider, which asks to confirm', async () => {
@@ -198,7 +251,7 @@ async function main() {
   await step('the API never saw the cookie; gatehouse logged no token, code, cookie or secret', async () => {
     const seen = await observed(s);
     expect(!seen.sawGatehouseCookie, `the API received gatehouse's ${COOKIE} cookie`);
-    expect(seen.active >= 1, `the API saw ${seen.active} valid bearer token(s)`);
+    expect(seen.active === 9, `the API saw ${seen.active} valid bearer token(s), want 9 (1 + 1 + 6 parallel + 1 after the second login)`);
     const issued = readIssued();
     const kinds = new Set(issued.map((i) => i.kind));
     for (const kind of ['code', 'access_token', 'refresh_token', 'id_token']) {
@@ -206,7 +259,7 @@ async function main() {
     }
     const logs = s.gatehouse.text;
     for (const { kind, value } of issued) expect(!logs.includes(value), `gatehouse logged a ${kind}`);
-    expect(!logs.includes(s.cookieValue), 'gatehouse logged the session cookie value');
+    for (const value of s.cookieValues) expect(!logs.includes(value), 'gatehouse logged a session cookie value');
     expect(!logs.includes(cfg.bffSecret), 'gatehouse logged the client secret');
     expect(!logs.includes(cfg.sessionKey), 'gatehouse logged the session key');
     return `${issued.length} issued values checked against ${logs.split('\n').length} log lines`;
@@ -246,6 +299,47 @@ auth = "none"
 }
 
 // ---- helpers -------------------------------------------------------------------------------
+
+/** Click "Log in" on the signed-out SPA and sign in at the provider. */
+async function logIn(s, title) {
+  await step(title, async () => {
+    await s.page.click('#login');
+    await s.page.waitForURL((url) => url.origin === s.op);
+    await s.page.fill('input[name=login]', cfg.login);
+    await s.page.fill('input[name=password]', 'any password');
+    await s.page.getByRole('button', { name: 'Sign-in' }).click();
+    return `signed in as ${cfg.login}`;
+  });
+}
+
+/** On the provider's consent page: continue, and check the SPA shows the user. */
+async function consentAndReturn(s) {
+  await s.page.getByRole('button', { name: 'Continue' }).click();
+  await s.page.waitForURL((url) => url.origin === s.gh && url.pathname === '/', { timeout: 15_000 });
+  await expectSpaState(s.page, 'signed-in');
+  const sub = await s.page.textContent('#sub');
+  const email = await s.page.textContent('#email');
+  expect(sub === cfg.login, `the SPA shows sub ${JSON.stringify(sub)}, want ${JSON.stringify(cfg.login)}`);
+  expect(email.includes(`${cfg.login}@example.test`), `the SPA shows email ${JSON.stringify(email)}`);
+}
+
+/** Click "Call API" and expect 200 for the user; returns the result text. */
+async function callApi(s) {
+  await s.page.evaluate(() => document.getElementById('api-result')?.removeAttribute('data-state'));
+  await s.page.click('#call-api');
+  await s.page.waitForSelector('#api-result[data-state]:not([data-state="pending"])');
+  const text = await s.page.textContent('#api-result');
+  expect(text.startsWith('200 '), `the API call shows: ${text}`);
+  expect(JSON.parse(text.slice(4)).hello === cfg.login, `the API answered ${text}`);
+  return text;
+}
+
+/** How many lines the provider printed that start with `prefix`. */
+function eventCount(s, prefix) {
+  return s.provider.text.split('\n').filter((line) => line.startsWith(prefix)).length;
+}
+
+const refreshCount = (s) => eventCount(s, 'EVENT refresh_token.grant');
 
 async function step(title, fn) {
   stepNo += 1;

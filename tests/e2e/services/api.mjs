@@ -4,7 +4,8 @@
 // Usage: node services/api.mjs --issuer URL --client-secret S [--port 0] [--cookie-name NAME]
 // Prints `READY http://127.0.0.1:PORT`. `GET /_e2e/observed` (asked directly, not through
 // gatehouse) tells what it saw: requests, how many carried a bearer token, and whether any
-// carried gatehouse's cookie (never should).
+// carried gatehouse's cookie (never should), and short hashes of the valid tokens it saw.
+import { createHash } from 'node:crypto';
 import http from 'node:http';
 import { parseArgs } from 'node:util';
 
@@ -20,7 +21,7 @@ if (!opt.issuer || !opt['client-secret']) throw new Error('api: --issuer and --c
 
 const metadata = await fetchJson(`${opt.issuer}/.well-known/openid-configuration`);
 const basic = `Basic ${Buffer.from(`api:${opt['client-secret']}`).toString('base64')}`;
-const observed = { requests: 0, bearer: 0, active: 0, sawGatehouseCookie: false, cookieHeaders: 0 };
+const observed = { requests: 0, bearer: 0, active: 0, sawGatehouseCookie: false, cookieHeaders: 0, tokens: [] };
 
 const server = http.createServer(async (req, res) => {
   try {
@@ -39,6 +40,8 @@ const server = http.createServer(async (req, res) => {
     const info = await introspect(match[1]);
     if (!info.active) return unauthorized(res, 'token is not active');
     observed.active += 1;
+    // A short hash of each valid token, in order, so the runner can tell a refreshed one.
+    observed.tokens.push(createHash('sha256').update(match[1]).digest('hex').slice(0, 16));
     return json(res, 200, { hello: info.sub, client_id: info.client_id, scope: info.scope });
   } catch (err) {
     console.error(`api: ${err.message}`);

@@ -1,11 +1,13 @@
 // A real OpenID Provider for the e2e suite: panva's oidc-provider with its built-in
-// (development) login, consent and logout pages.
+// (development) login, consent and logout pages. Access tokens live 4 s, refresh tokens
+// rotate, and ending a session at the provider POSTs a logout token to gatehouse.
 //
 // Usage: node services/provider.mjs --gatehouse http://127.0.0.1:GH --bff-secret S --api-secret S
 //        [--port 0] [--issued-file FILE]
 // Prints `READY http://localhost:PORT` once it listens on 127.0.0.1 (and ::1 when it can).
 // With --issued-file, every code and token it hands out is appended there (one JSON line each),
-// so the runner can check that gatehouse never logs them.
+// so the runner can check that gatehouse never logs them. Refresh grants and back-channel
+// logout deliveries are printed as `EVENT ...` lines.
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
 import http from 'node:http';
@@ -48,6 +50,10 @@ const provider = new Provider(issuer, {
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       scope: 'openid profile email offline_access',
+      // OP-initiated logout reaches gatehouse directly; with session_required, ID tokens and
+      // logout tokens carry `sid`. (oidc-provider accepts http:// URIs for web clients.)
+      backchannel_logout_uri: `${opt.gatehouse}/auth/backchannel-logout`,
+      backchannel_logout_session_required: true,
     },
     {
       // The demo API: a resource server that only introspects tokens.
@@ -71,7 +77,9 @@ const provider = new Provider(issuer, {
   // whether gatehouse calls UserInfo.
   conformIdTokenClaims: false,
   pkce: { required: () => true },
-  ttl: { AccessToken: 600, IdToken: 600, RefreshToken: 3600, Grant: 3600, Session: 3600, Interaction: 600 },
+  // Short-lived access tokens, so the run sees gatehouse refresh them (after half their
+  // lifetime, ~2 s); each refresh rotates the refresh token.
+  ttl: { AccessToken: 4, IdToken: 600, RefreshToken: 3600, Grant: 3600, Session: 3600, Interaction: 600 },
   features: {
     devInteractions: { enabled: true },
     introspection: { enabled: true },
@@ -81,6 +89,7 @@ const provider = new Provider(issuer, {
   },
   // oidc-provider drops offline_access unless the request says prompt=consent; issue a
   // refresh token to the bff client whenever it may use the grant.
+  rotateRefreshToken: true,
   issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
   findAccount: async (_ctx, sub) => ({
     accountId: sub,
@@ -92,6 +101,14 @@ const provider = new Provider(issuer, {
     }),
   }),
   clientBasedCORS: () => false,
+  // oidc-provider's outgoing requests refuse loopback and private addresses (SSRF protection,
+  // in development mode too). Lift that for gatehouse's origin only, so the back-channel
+  // logout POST can reach http://127.0.0.1:GH; every other URL keeps the protection.
+  fetch: (url, options) => {
+    if (new URL(url).origin !== new URL(opt.gatehouse).origin) return globalThis.fetch(url, options);
+    const { dispatcher: _ssrfGuard, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
 });
 
 if (opt['issued-file']) provider.use(recordIssued(opt['issued-file']));
@@ -99,6 +116,13 @@ for (const event of ['server_error', 'grant.error', 'authorization.error', 'end_
   'introspection.error', 'revocation.error', 'userinfo.error']) {
   provider.on(event, (_ctx, err) => console.error(`provider ${event}: ${err.name}: ${err.message}${err.error_description ? ` (${err.error_description})` : ''}`));
 }
+
+// Lines the runner counts: every refresh grant and every back-channel logout delivery.
+provider.on('grant.success', (ctx) => {
+  if (ctx.oidc.params?.grant_type === 'refresh_token') console.log('EVENT refresh_token.grant');
+});
+provider.on('backchannel.success', (_ctx, client, _sub, sid) => console.log(`EVENT backchannel.success ${client.clientId} sid=${sid ? 'yes' : 'no'}`));
+provider.on('backchannel.error', (_ctx, err, client) => console.error(`EVENT backchannel.error ${client.clientId}: ${err.message}`));
 
 for (const server of servers) server.on('request', provider.callback());
 console.log(`READY ${issuer}`);
