@@ -276,15 +276,24 @@ pub struct TestProvider {
 impl TestProvider {
     #[expect(
         clippy::expect_used,
-        reason = "test fixture: the keys are compiled in; a failed loopback bind has no recovery"
+        reason = "test fixture: a failed loopback bind on port 0 has no recovery"
     )]
     pub async fn start(opts: ProviderOptions) -> TestProvider {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::start_on(any_port, opts)
             .await
-            .expect("bind the test provider on 127.0.0.1:0");
-        let addr = listener
-            .local_addr()
-            .expect("local address of the test provider");
+            .expect("bind the test provider on 127.0.0.1:0")
+    }
+
+    /// Like [`TestProvider::start`], on a chosen address (the demo's fixed
+    /// `127.0.0.1:9000`); the issuer is `http://` + the bound address. Fails only to bind.
+    #[expect(clippy::expect_used, reason = "the test keys are compiled in")]
+    pub async fn start_on(
+        addr: SocketAddr,
+        opts: ProviderOptions,
+    ) -> std::io::Result<TestProvider> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
         let keys = Keys::load().expect("parse the compiled-in test keys");
         let shared = Arc::new(Shared {
             issuer: format!("http://{addr}"),
@@ -294,7 +303,7 @@ impl TestProvider {
             state: Mutex::new(State::default()),
         });
         let task = tokio::spawn(serve(listener, Arc::clone(&shared)));
-        TestProvider { shared, addr, task }
+        Ok(TestProvider { shared, addr, task })
     }
 
     /// `http://127.0.0.1:PORT`, no trailing slash.
