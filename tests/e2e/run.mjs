@@ -31,8 +31,9 @@ const cfg = {
   gatehouseBin: process.env.GATEHOUSE_BIN,
   redisUrl: process.env.REDIS_URL || 'redis://127.0.0.1:6379',
   chromium: process.env.CHROMIUM || '/usr/bin/chromium',
-  bffSecret: randomBytes(24).toString('base64url'),
-  apiSecret: randomBytes(24).toString('base64url'),
+  // hex, not base64url: a secret starting with '-' would read as an option on a command line
+  bffSecret: randomBytes(24).toString('hex'),
+  apiSecret: randomBytes(24).toString('hex'),
   sessionKey: randomBytes(32).toString('base64'),
   redisPrefix: `gatehouse-e2e-${randomBytes(6).toString('hex')}:`,
   login: `alice-${randomBytes(3).toString('hex')}`,
