@@ -113,21 +113,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         match self {
             Store::Memory(_) => Ok(true),
-            Store::Redis(r) => {
-                let mut conn = r.conn.clone();
-                let set: Option<String> = r
-                    .bounded(
-                        redis::cmd("SET")
-                            .arg(key)
-                            .arg(owner)
-                            .arg("NX")
-                            .arg("PX")
-                            .arg(millis(lease))
-                            .query_async(&mut conn),
-                    )
-                    .await?;
-                Ok(set.is_some())
-            }
+            Store::Redis(r) => r.set_nx(key, owner, lease).await,
         }
     }
 
@@ -176,21 +162,7 @@ impl Store {
                 });
                 Ok(entry.is_fresh())
             }
-            Store::Redis(r) => {
-                let mut conn = r.conn.clone();
-                let set: Option<String> = r
-                    .bounded(
-                        redis::cmd("SET")
-                            .arg(key)
-                            .arg("1")
-                            .arg("NX")
-                            .arg("PX")
-                            .arg(millis(ttl))
-                            .query_async(&mut conn),
-                    )
-                    .await?;
-                Ok(set.is_some())
-            }
+            Store::Redis(r) => r.set_nx(key, "1", ttl).await,
         }
     }
 
@@ -314,6 +286,23 @@ impl RedisStore {
             unlock: Arc::new(redis::Script::new(UNLOCK_SCRIPT)),
             timeout,
         })
+    }
+
+    /// `SET key value NX PX ttl`: true when this call created the key.
+    async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let set: Option<String> = self
+            .bounded(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(ttl))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(set.is_some())
     }
 
     async fn bounded<T>(
