@@ -207,8 +207,8 @@ async fn user(
         &json!({
             "sub": s.sub,
             "claims": s.claims,
-            "expires_at": s.expires_at,
-            "idle_expires_at": loaded.idle_expires_at(sessions.idle),
+            "expires_at": s.expires_at_ms / 1000,
+            "idle_expires_at": loaded.idle_expires_at_ms(sessions.idle) / 1000,
             "logout_url": logout_url,
         }),
     ))

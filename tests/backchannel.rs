@@ -169,3 +169,70 @@ async fn back_channel_logout_works_across_instances_sharing_redis() {
     );
     assert!(!alive(&mut browser).await);
 }
+
+#[tokio::test]
+async fn sessions_ended_by_logout_leave_the_index_and_are_not_counted() {
+    let stack = Stack::start().await;
+    let mut gone = logged_in(&stack, None).await;
+    let mut live = logged_in(&stack, None).await;
+    let user: Value = gone
+        .api(Method::GET, "/auth/user")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let logout = user["logout_url"].as_str().unwrap().to_owned();
+    assert_eq!(gone.get(&logout).await.status(), 302);
+
+    let first_sid = stack.provider.stats().sids[0].clone();
+    let by_sid = stack
+        .provider
+        .mint_logout_token(json!({ "sid": first_sid, "sub": null }));
+    let res = post_logout_token(&stack.gh, &by_sid).await;
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["sessions_ended"],
+        0,
+        "already logged out"
+    );
+
+    let by_sub = stack
+        .provider
+        .mint_logout_token(json!({ "sid": null, "sub": "alice" }));
+    let res = post_logout_token(&stack.gh, &by_sub).await;
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["sessions_ended"],
+        1,
+        "only the live session counts"
+    );
+    assert!(!alive(&mut live).await);
+}
+
+#[tokio::test]
+async fn redis_index_entries_go_away_with_the_session() {
+    use redis::AsyncCommands as _;
+    let provider = TestProvider::start(ProviderOptions::default()).await;
+    let upstream = EchoUpstream::start().await;
+    let prefix = unique_prefix("idx");
+    let session =
+        format!("store = \"redis\"\nredis_url = \"{REDIS_URL}\"\nredis_prefix = \"{prefix}\"");
+    let gh = Gatehouse::start(&config(&provider, &upstream, &session)).await;
+    let mut b = Browser::new(&gh.origin);
+    b.login("/").await;
+    let mut conn = redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let indexes = |conn: &mut redis::aio::MultiplexedConnection| {
+        let pattern = format!("{prefix}s[iu][db]:*");
+        let mut conn = conn.clone();
+        async move { conn.keys::<_, Vec<String>>(pattern).await.unwrap() }
+    };
+    assert_eq!(indexes(&mut conn).await.len(), 2, "a sid and a sub index");
+    let user: Value = b.api(Method::GET, "/auth/user").await.json().await.unwrap();
+    b.get(user["logout_url"].as_str().unwrap()).await;
+    assert!(
+        indexes(&mut conn).await.is_empty(),
+        "logout empties both indexes"
+    );
+}

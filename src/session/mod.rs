@@ -4,7 +4,7 @@
 mod record;
 mod store;
 
-pub use record::{CookieSecret, LoginTxn, Session, Tokens, now, random_token};
+pub use record::{CookieSecret, LoginTxn, Session, Tokens, now, now_ms, random_token};
 pub use store::{MemoryStore, Store, StoreError};
 
 use std::time::Duration;
@@ -19,9 +19,9 @@ use crate::cookie::{self, KeyRing};
 pub const LOGIN_TTL: Duration = Duration::from_secs(600);
 /// How long a logout token's `jti` is remembered (longer than any accepted token's age).
 const JTI_TTL: Duration = Duration::from_secs(3600);
-/// The longest the idle clock is written back: sliding costs a write per session per
-/// this interval at most, not one per request.
-const MAX_TOUCH_INTERVAL: i64 = 5;
+/// The longest the idle clock goes unwritten: sliding costs a write per session per
+/// min(this, idle timeout / 4) at most, not one per request.
+const MAX_TOUCH_INTERVAL_MS: i64 = 5_000;
 
 /// A session as loaded: the record, where it lives, and the bytes it was read as (so a
 /// later write can refuse to overwrite a newer one).
@@ -33,13 +33,17 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// Unix seconds when the session ends for inactivity.
-    pub fn idle_expires_at(&self, idle: Duration) -> i64 {
+    /// Unix milliseconds when the session ends for inactivity.
+    pub fn idle_expires_at_ms(&self, idle: Duration) -> i64 {
         self.session
-            .last_seen
-            .saturating_add(secs(idle))
-            .min(self.session.expires_at)
+            .last_seen_ms
+            .saturating_add(millis(idle))
+            .min(self.session.expires_at_ms)
     }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn secs(d: Duration) -> i64 {
@@ -94,20 +98,20 @@ impl Sessions {
         let Some(session) = record::open::<Session>(&secret.record_key, &key, &raw) else {
             return Ok(None);
         };
-        let now = now();
+        let now = now_ms();
         let mut loaded = Loaded {
             session,
             secret,
             key,
             raw,
         };
-        if now >= loaded.idle_expires_at(self.idle) {
-            self.store.delete(&loaded.key).await?;
+        if now >= loaded.idle_expires_at_ms(self.idle) {
+            self.destroy(&loaded).await?;
             return Ok(None);
         }
-        let interval = (secs(self.idle) / 4).clamp(1, MAX_TOUCH_INTERVAL);
-        if slide && now - loaded.session.last_seen >= interval {
-            loaded.session.last_seen = now;
+        let interval = (millis(self.idle) / 4).clamp(1, MAX_TOUCH_INTERVAL_MS);
+        if slide && now - loaded.session.last_seen_ms >= interval {
+            loaded.session.last_seen_ms = now;
             if let Some(sealed) =
                 record::seal(&loaded.secret.record_key, &loaded.key, &loaded.session)
             {
@@ -131,10 +135,10 @@ impl Sessions {
     /// Store TTL: what is left of the idle and absolute lifetimes.
     fn ttl(&self, s: &Session) -> Duration {
         let end = s
-            .last_seen
-            .saturating_add(secs(self.idle))
-            .min(s.expires_at);
-        Duration::from_secs(u64::try_from((end - now()).max(1)).unwrap_or(1))
+            .last_seen_ms
+            .saturating_add(millis(self.idle))
+            .min(s.expires_at_ms);
+        Duration::from_millis(u64::try_from((end - now_ms()).max(1)).unwrap_or(1))
     }
 
     /// Stores a new session under a fresh id and returns the sealed cookie value.
@@ -215,12 +219,16 @@ impl Sessions {
             .await
     }
 
+    /// Deletes every session in the index; counts those that still existed.
     async fn end_indexed(&self, index: &str) -> Result<usize, StoreError> {
         let keys = self.store.index_take(index).await?;
+        let mut ended = 0;
         for key in &keys {
-            self.store.delete(key).await?;
+            if self.store.delete(key).await? {
+                ended += 1;
+            }
         }
-        Ok(keys.len())
+        Ok(ended)
     }
 
     /// Records a logout token's `jti`; false when it was seen before (a replay).
@@ -254,8 +262,27 @@ impl Sessions {
         Ok(wrote)
     }
 
+    /// Deletes the session and takes it out of the back-channel indexes.
     pub async fn destroy(&self, loaded: &Loaded) -> Result<(), StoreError> {
-        self.store.delete(&loaded.key).await
+        self.store.delete(&loaded.key).await?;
+        self.unindex(&loaded.key, &loaded.session).await
+    }
+
+    async fn unindex(&self, key: &str, session: &Session) -> Result<(), StoreError> {
+        if let Some(sid) = &session.sid {
+            self.store
+                .index_remove(
+                    &record::store_key(&self.prefix, "sid:", sid.as_bytes()),
+                    key,
+                )
+                .await?;
+        }
+        self.store
+            .index_remove(
+                &record::store_key(&self.prefix, "sub:", session.sub.as_bytes()),
+                key,
+            )
+            .await
     }
 
     /// A new session record for a user who just logged in.
@@ -266,16 +293,16 @@ impl Sessions {
         claims: serde_json::Map<String, serde_json::Value>,
         tokens: Tokens,
     ) -> Session {
-        let now = now();
+        let now = now_ms();
         Session {
             handle: random_token(),
             sub,
             sid,
             claims,
             tokens,
-            created_at: now,
-            last_seen: now,
-            expires_at: now.saturating_add(secs(self.max_lifetime)),
+            created_at_ms: now,
+            last_seen_ms: now,
+            expires_at_ms: now.saturating_add(millis(self.max_lifetime)),
         }
     }
 

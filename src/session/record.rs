@@ -146,11 +146,11 @@ pub struct Session {
     /// The ID token's user claims, shown to the SPA by `/auth/user`.
     pub claims: serde_json::Map<String, serde_json::Value>,
     pub tokens: Tokens,
-    /// Unix seconds.
-    pub created_at: i64,
-    pub last_seen: i64,
-    /// Absolute end (created_at + max_lifetime).
-    pub expires_at: i64,
+    /// Unix milliseconds (milliseconds, so that short idle timeouts are exact).
+    pub created_at_ms: i64,
+    pub last_seen_ms: i64,
+    /// Absolute end (created_at + max_lifetime), unix milliseconds.
+    pub expires_at_ms: i64,
 }
 
 /// A login in progress, keyed by its `state`, sealed with the browser's login-binding key.
@@ -166,6 +166,12 @@ pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// 128 random bits, base64url.

@@ -85,13 +85,14 @@ impl Store {
         }
     }
 
-    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+    /// Deletes `key`; returns whether it existed.
+    pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         match self {
-            Store::Memory(m) => {
-                m.cache.invalidate(key);
-                Ok(())
-            }
-            Store::Redis(r) => r.bounded(r.conn.clone().del::<_, ()>(key)).await,
+            Store::Memory(m) => Ok(m.cache.remove(key).is_some()),
+            Store::Redis(r) => r
+                .bounded(r.conn.clone().del::<_, i64>(key))
+                .await
+                .map(|n| n > 0),
         }
     }
 
@@ -197,6 +198,38 @@ impl Store {
                     .pexpire(key, i64::try_from(millis(ttl)).unwrap_or(i64::MAX))
                     .ignore();
                 r.bounded(pipe.query_async::<()>(&mut conn)).await
+            }
+        }
+    }
+
+    /// Removes `member` from the set `key`.
+    pub async fn index_remove(&self, key: &str, member: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.cache.entry(key.to_owned()).and_compute_with(|current| {
+                    use moka::ops::compute::Op;
+                    let Some(entry) = current else { return Op::Nop };
+                    let entry = entry.into_value();
+                    let kept: Vec<&str> = std::str::from_utf8(&entry.data)
+                        .unwrap_or_default()
+                        .lines()
+                        .filter(|m| *m != member)
+                        .collect();
+                    if kept.is_empty() {
+                        return Op::Remove;
+                    }
+                    let mut data = kept.join("\n").into_bytes();
+                    data.push(b'\n');
+                    Op::Put(Entry {
+                        data: data.into(),
+                        ttl: entry.ttl,
+                    })
+                });
+                Ok(())
+            }
+            Store::Redis(r) => {
+                r.bounded(r.conn.clone().srem::<_, _, ()>(key, member))
+                    .await
             }
         }
     }
