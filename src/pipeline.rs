@@ -35,6 +35,8 @@ pub enum StartError {
     Http(#[from] reqwest::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot set up TLS to upstreams (server.upstream_ca_file): {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 impl App {
@@ -47,7 +49,10 @@ impl App {
         let sessions = Sessions::new(&config.session, store, keys);
         Ok(App {
             oidc: Oidc::new(&config.oidc)?,
-            forwarder: Forwarder::new(config.server.upstream_connect_timeout),
+            forwarder: Forwarder::new(
+                config.server.upstream_connect_timeout,
+                &config.server.upstream_ca,
+            )?,
             sessions,
             flights: Default::default(),
             config,

@@ -36,7 +36,7 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Parses `http://host:port` (no path, query or credentials).
+    /// Parses `http(s)://host[:port]` (no path, query or credentials).
     pub fn parse(raw: &str) -> Result<Upstream, String> {
         let uri: http::Uri = raw
             .parse()
@@ -45,10 +45,8 @@ impl Upstream {
             .scheme()
             .cloned()
             .ok_or_else(|| format!("{raw:?} needs a scheme: http://host:port"))?;
-        if scheme != Scheme::HTTP {
-            return Err(format!(
-                "{raw:?}: only http:// upstreams are supported (terminate TLS to upstreams in a sidecar or the service mesh)"
-            ));
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return Err(format!("{raw:?}: upstreams are http:// or https://"));
         }
         let authority = uri
             .authority()
@@ -202,10 +200,10 @@ mod tests {
     }
 
     #[test]
-    fn upstreams_must_be_plain_http_origins() {
+    fn upstreams_must_be_http_or_https_origins() {
         assert!(Upstream::parse("http://10.0.0.1:9000").is_ok());
+        assert!(Upstream::parse("https://api.internal").is_ok());
         for bad in [
-            "https://x",
             "ftp://x",
             "http://u:p@x",
             "http://x/base",

@@ -54,7 +54,10 @@ async fn two_instances(
 #[tokio::test]
 async fn fifty_parallel_requests_on_two_instances_refresh_exactly_once() {
     // A provider that takes a moment, so both instances are surely inside the race.
-    let opts = ProviderOptions { token_delay: Duration::from_millis(200), ..short_lived() };
+    let opts = ProviderOptions {
+        token_delay: Duration::from_millis(200),
+        ..short_lived()
+    };
     let provider = TestProvider::start(opts).await;
     let upstream = EchoUpstream::start().await;
     let (a, b) = two_instances(

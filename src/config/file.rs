@@ -49,6 +49,8 @@ pub struct ServerFile {
     pub header_read_timeout: Option<String>,
     pub shutdown_grace: Option<String>,
     pub upstream_connect_timeout: Option<String>,
+    /// PEM file of extra CA certificates trusted for https:// upstreams (private CAs).
+    pub upstream_ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

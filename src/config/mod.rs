@@ -45,6 +45,8 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     pub shutdown_grace: Duration,
     pub upstream_connect_timeout: Duration,
+    /// Extra CA certificates for https:// upstreams, besides the public web roots.
+    pub upstream_ca: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

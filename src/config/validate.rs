@@ -174,6 +174,43 @@ fn server(f: &ServerFile, errs: &mut Errors) -> ServerConfig {
             f.upstream_connect_timeout.as_deref(),
             DEFAULT_CONNECT_TIMEOUT,
         ),
+        upstream_ca: f
+            .upstream_ca_file
+            .as_deref()
+            .map(|path| ca_file(path, errs))
+            .unwrap_or_default(),
+    }
+}
+
+/// Every certificate in a PEM file; an error names the key when there is none.
+fn ca_file(path: &str, errs: &mut Errors) -> Vec<rustls_pki_types::CertificateDer<'static>> {
+    use rustls_pki_types::pem::PemObject as _;
+    let certs: Result<Vec<_>, _> = match rustls_pki_types::CertificateDer::pem_file_iter(path) {
+        Ok(iter) => iter.collect(),
+        Err(e) => {
+            errs.push(
+                "server.upstream_ca_file",
+                format!("cannot read {path}: {e}"),
+            );
+            return Vec::new();
+        }
+    };
+    match certs {
+        Ok(certs) if !certs.is_empty() => certs,
+        Ok(_) => {
+            errs.push(
+                "server.upstream_ca_file",
+                format!("{path} holds no PEM certificate"),
+            );
+            Vec::new()
+        }
+        Err(e) => {
+            errs.push(
+                "server.upstream_ca_file",
+                format!("{path} is not valid PEM: {e}"),
+            );
+            Vec::new()
+        }
     }
 }
 

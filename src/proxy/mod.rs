@@ -1,9 +1,14 @@
-//! Forwarding to upstreams: one pooled hyper client for all routes, bodies streamed both
-//! ways without buffering, and a deadline on the upstream's response headers.
+//! Forwarding to upstreams: one pooled hyper client for all routes (http and https, rustls
+//! with the public web roots plus `server.upstream_ca_file`), bodies streamed both ways
+//! without buffering, and a deadline on the upstream's response headers.
 
 pub mod headers;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use rustls_pki_types::CertificateDer;
 
 use http::{Request, Response, Uri};
 use http_body_util::Either;
@@ -19,20 +24,40 @@ use crate::routes::Route;
 /// The shared upstream client.
 #[derive(Clone)]
 pub struct Forwarder {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpsConnector<HttpConnector>, Incoming>,
 }
 
 impl Forwarder {
-    pub fn new(connect_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
+    /// `extra_roots`: CA certificates trusted for https upstreams besides the web roots.
+    pub fn new(
+        connect_timeout: Duration,
+        extra_roots: &[CertificateDer<'static>],
+    ) -> Result<Self, rustls::Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for cert in extra_roots {
+            roots.add(cert.clone())?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
             .build(connector);
-        Self { client }
+        Ok(Self { client })
     }
 
     /// Sends `req` (headers already prepared) to the route's upstream, keeping its path and query.
