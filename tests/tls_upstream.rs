@@ -19,12 +19,14 @@ async fn tls_upstream() -> (u16, String, Arc<Mutex<Vec<String>>>) {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let cert_pem = certified.cert.pem();
     let key = rustls_pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![certified.cert.der().clone()], key)
-        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key)
+    .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -32,14 +34,25 @@ async fn tls_upstream() -> (u16, String, Arc<Mutex<Vec<String>>>) {
     let seen2 = Arc::clone(&seen);
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
             let (acceptor, seen) = (acceptor.clone(), Arc::clone(&seen2));
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let auth = req.headers().get("authorization").map(|v| v.to_str().unwrap().to_owned());
+                    let auth = req
+                        .headers()
+                        .get("authorization")
+                        .map(|v| v.to_str().unwrap().to_owned());
                     seen.lock().unwrap().push(auth.unwrap_or_default());
-                    async { Ok::<_, hyper::Error>(hyper::Response::new(Full::new(Bytes::from_static(b"tls ok")))) }
+                    async {
+                        Ok::<_, hyper::Error>(hyper::Response::new(Full::new(Bytes::from_static(
+                            b"tls ok",
+                        ))))
+                    }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), svc)
@@ -53,7 +66,14 @@ async fn tls_upstream() -> (u16, String, Arc<Mutex<Vec<String>>>) {
 fn with_tls_route(base: &str, port: u16, ca_file: Option<&std::path::Path>) -> String {
     let mut text = base.replacen("[[routes]]", &format!("[[routes]]\npath = \"/secure/\"\nupstream = \"https://localhost:{port}\"\nauth = \"required\"\n\n[[routes]]"), 1);
     if let Some(path) = ca_file {
-        text = text.replacen("shutdown_grace = \"5s\"", &format!("shutdown_grace = \"5s\"\nupstream_ca_file = \"{}\"", path.display()), 1);
+        text = text.replacen(
+            "shutdown_grace = \"5s\"",
+            &format!(
+                "shutdown_grace = \"5s\"\nupstream_ca_file = \"{}\"",
+                path.display()
+            ),
+            1,
+        );
     }
     text
 }
@@ -65,7 +85,12 @@ async fn https_upstreams_signed_by_the_configured_ca_get_the_token() {
     std::fs::write(&ca, cert_pem).unwrap();
     let provider = TestProvider::start(ProviderOptions::default()).await;
     let upstream = EchoUpstream::start().await;
-    let gh = Gatehouse::start(&with_tls_route(&config(&provider, &upstream, ""), port, Some(&ca))).await;
+    let gh = Gatehouse::start(&with_tls_route(
+        &config(&provider, &upstream, ""),
+        port,
+        Some(&ca),
+    ))
+    .await;
     let mut b = Browser::new(&gh.origin);
     b.login("/").await;
     let res = b.api(Method::GET, "/secure/data").await;
@@ -80,12 +105,20 @@ async fn an_https_upstream_we_cannot_verify_gets_nothing() {
     let (port, _, seen) = tls_upstream().await;
     let provider = TestProvider::start(ProviderOptions::default()).await;
     let upstream = EchoUpstream::start().await;
-    let gh = Gatehouse::start(&with_tls_route(&config(&provider, &upstream, ""), port, None)).await;
+    let gh = Gatehouse::start(&with_tls_route(
+        &config(&provider, &upstream, ""),
+        port,
+        None,
+    ))
+    .await;
     let mut b = Browser::new(&gh.origin);
     b.login("/").await;
     let res = b.api(Method::GET, "/secure/data").await;
     assert_eq!(res.status(), 502, "an unknown issuer fails the handshake");
-    assert!(seen.lock().unwrap().is_empty(), "no request, no token reached it");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "no request, no token reached it"
+    );
 }
 
 #[test]
@@ -93,8 +126,15 @@ fn a_missing_or_empty_ca_file_is_a_config_error_naming_the_key() {
     let base = "[server]\npublic_origin = \"http://127.0.0.1:8080\"\nupstream_ca_file = \"PATH\"\n[oidc]\nissuer = \"http://127.0.0.1:9000\"\nclient_id = \"bff\"\nclient_secret = \"s\"\n";
     let empty = std::env::temp_dir().join(format!("gh-empty-ca-{}.pem", std::process::id()));
     std::fs::write(&empty, "not a certificate\n").unwrap();
-    for path in ["/nonexistent/ca.pem".to_owned(), empty.display().to_string()] {
-        let err = gatehouse::config::Config::from_toml(&base.replace("PATH", &path), &gatehouse::config::NoEnv).unwrap_err();
+    for path in [
+        "/nonexistent/ca.pem".to_owned(),
+        empty.display().to_string(),
+    ] {
+        let err = gatehouse::config::Config::from_toml(
+            &base.replace("PATH", &path),
+            &gatehouse::config::NoEnv,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("server.upstream_ca_file"), "{err}");
     }
     let _ = std::fs::remove_file(empty);
