@@ -79,6 +79,9 @@ pub async fn handle(
         .get(ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/html"));
+    let had_cookie = crate::cookie::values(req.headers(), &app.sessions.cookie_name)
+        .next()
+        .is_some();
     let mut outcome = Outcome {
         route: "-",
         session: false,
@@ -91,7 +94,16 @@ pub async fn handle(
             } else {
                 tracing::info!(error = %e, route = outcome.route, "request refused");
             }
-            e.into_response(wants_html)
+            let stale = had_cookie && matches!(e, Error::Unauthenticated);
+            let mut res = e.into_response(wants_html);
+            if stale {
+                // The cookie points at no session (ended, expired, foreign key): drop it so
+                // the browser starts clean at its next login.
+                let clear =
+                    crate::cookie::clear_cookie(&app.sessions.cookie_name, app.sessions.same_site);
+                res.headers_mut().append(http::header::SET_COOKIE, clear);
+            }
+            res
         }
     };
     tracing::info!(

@@ -632,3 +632,41 @@ async fn every_login_creates_a_new_session_and_ends_the_previous_one() {
     current.jar.insert(COOKIE.into(), second);
     assert_eq!(current.api(Method::GET, "/auth/user").await.status(), 200);
 }
+
+#[tokio::test]
+async fn token_type_is_compared_case_insensitively_and_must_be_bearer() {
+    let stack = Stack::start().await;
+    stack
+        .provider
+        .set(|m| m.token_type = Override::Value(serde_json::json!("bEaReR")));
+    let mut b = stack.browser();
+    assert_eq!(
+        b.login("/").await.status(),
+        200,
+        "bearer in any case logs in"
+    );
+
+    stack.provider.set(|m| m.token_type = Override::Wrong);
+    let mut mallory = stack.browser();
+    let res = mallory.login("/").await;
+    assert_eq!(
+        res.status(),
+        401,
+        "a mac token is not forwarded as a bearer token"
+    );
+    assert!(mallory.session_cookie().is_none());
+}
+
+#[tokio::test]
+async fn a_missing_expires_in_gets_a_short_default_lifetime() {
+    let stack = Stack::start().await;
+    stack.provider.set(|m| m.expires_in = Override::Missing);
+    let mut b = stack.browser();
+    assert_eq!(b.login("/").await.status(), 200);
+    assert_eq!(b.api(reqwest::Method::GET, "/api/x").await.status(), 200);
+    assert_eq!(
+        stack.provider.stats().token_refresh,
+        0,
+        "the default is not 'already expired'"
+    );
+}

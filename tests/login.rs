@@ -35,3 +35,24 @@ async fn login_sets_a_hardened_session_cookie_and_the_api_gets_the_bearer_token(
     let auth = seen.header("authorization").expect("bearer attached");
     assert!(auth.starts_with("Bearer "));
 }
+
+#[tokio::test]
+async fn the_session_cookie_is_small_and_of_constant_size() {
+    let stack = Stack::start().await;
+    let mut lengths = Vec::new();
+    for hint in ["alice", "bob-with-a-much-longer-subject-name"] {
+        let mut b = stack.browser();
+        let at_provider = b.start_login("/").await;
+        let back = b
+            .authorize(&format!("{at_provider}&login_hint={hint}"))
+            .await;
+        b.callback(&back).await;
+        let value = b.session_cookie().unwrap();
+        assert!(COOKIE.len() + value.len() < 256, "{} bytes", value.len());
+        lengths.push(value.len());
+    }
+    assert_eq!(
+        lengths[0], lengths[1],
+        "size does not depend on the user or the tokens"
+    );
+}

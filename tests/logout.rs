@@ -156,3 +156,28 @@ async fn logout_without_a_session_just_clears_the_cookie_and_goes_home() {
     assert_eq!(res.status(), 302);
     assert_eq!(location(&res), format!("{}/", stack.gh.origin));
 }
+
+#[tokio::test]
+async fn a_cookie_that_points_at_no_session_is_cleared_with_the_401() {
+    let stack = Stack::start().await;
+    let mut b = stack.browser();
+    b.login("/").await;
+    let token = stack.provider.mint_logout_token(serde_json::json!({}));
+    let bcl = b
+        .http
+        .post(stack.gh.url("/auth/backchannel-logout"))
+        .form(&[("logout_token", token)]);
+    assert_eq!(bcl.send().await.unwrap().status(), 200);
+    let res = b.api(Method::GET, "/api/x").await;
+    assert_eq!(res.status(), 401);
+    let cleared = set_cookies(res.headers())
+        .into_iter()
+        .find(|c| c.name == COOKIE)
+        .expect("stale cookie cleared");
+    assert!(cleared.deletes() && cleared.has("Secure") && cleared.has("HttpOnly"));
+    let fresh = stack.browser().api(Method::GET, "/api/x").await;
+    assert!(
+        set_cookies(fresh.headers()).is_empty(),
+        "no cookie, nothing to clear"
+    );
+}

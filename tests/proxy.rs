@@ -302,3 +302,15 @@ async fn health_endpoints_answer() {
     let ready: serde_json::Value = b.get("/readyz").await.json().await.unwrap();
     assert_eq!(ready["status"], "ready");
 }
+
+#[tokio::test]
+async fn oversized_request_headers_are_refused_before_routing() {
+    let stack = Stack::start().await;
+    let big = "a".repeat(100 * 1024);
+    let raw = format!(
+        "GET /api/x HTTP/1.1\r\nHost: x\r\nX-CSRF: 1\r\nX-Big: {big}\r\nConnection: close\r\n\r\n"
+    );
+    let status = raw_status(stack.gh.addr, &raw).await;
+    assert_eq!(status, 431, "a 100 KiB header is refused");
+    assert_eq!(stack.upstream.count(), 0);
+}

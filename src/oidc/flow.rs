@@ -141,6 +141,7 @@ impl Oidc {
             .request_async(self.http())
             .await
             .map_err(token_error)?;
+        check_bearer(response.token_type().as_ref())?;
         let id_token = response.id_token().ok_or_else(|| {
             OidcError::InvalidTokenResponse("no id_token in the token response".into())
         })?;
@@ -196,6 +197,18 @@ impl Oidc {
             q.append_pair("post_logout_redirect_uri", &fallback);
         }
         url.to_string()
+    }
+}
+
+/// Gatehouse forwards tokens as `Authorization: Bearer`; any other type (mac, DPoP, …) would
+/// be sent wrongly, so it is refused. RFC 6749 §5.1: the type is case-insensitive.
+pub(super) fn check_bearer(token_type: &str) -> Result<(), OidcError> {
+    if token_type.eq_ignore_ascii_case("bearer") {
+        Ok(())
+    } else {
+        Err(OidcError::InvalidTokenResponse(format!(
+            "token_type {token_type:?} is not bearer"
+        )))
     }
 }
 

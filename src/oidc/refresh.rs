@@ -198,6 +198,7 @@ async fn refresh(app: &App, loaded: &Loaded, refresh_token: &Secret) -> Result<T
         .request_async(app.oidc.http())
         .await
         .map_err(token_error)?;
+    super::flow::check_bearer(response.token_type().as_ref())?;
     let old = &loaded.session.tokens;
     let mut id_token = old.id_token.clone();
     if let Some(new_id) = response.id_token() {
