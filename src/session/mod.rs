@@ -1,11 +1,14 @@
 //! Sessions: finding the browser's session from its cookie, loading it with one store round
 //! trip, enforcing idle and absolute expiry server-side, and login transactions.
 
+mod memory;
 mod record;
+mod redis;
 mod store;
 
+pub use memory::MemoryStore;
 pub use record::{CookieSecret, LoginTxn, Session, Tokens, now, now_ms, random_token};
-pub use store::{MemoryStore, Store, StoreError};
+pub use store::{Store, StoreError};
 
 use std::time::Duration;
 
