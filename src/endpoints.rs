@@ -236,14 +236,20 @@ async fn backchannel_logout(app: &App, req: Request<Incoming>) -> Result<Respons
         .into());
     };
     let claims = app.oidc.verify_logout_token(&token).await?;
-    if !app.sessions.first_use_of_jti(&claims.jti).await? {
-        return Err(OidcError::InvalidLogoutToken("jti replayed".into()).into());
-    }
+    // End first, record the jti after: ending is idempotent, so a provider retrying after a
+    // store failure still gets its sessions ended instead of a "replayed" refusal.
     let ended = match (&claims.sid, &claims.sub) {
         (Some(sid), _) => app.sessions.end_by_sid(sid).await?,
         (None, Some(sub)) => app.sessions.end_by_sub(sub).await?,
         (None, None) => 0,
     };
+    if !app
+        .sessions
+        .first_use_of_jti(&claims.jti, app.oidc.logout_token_max_age())
+        .await?
+    {
+        return Err(OidcError::InvalidLogoutToken("jti replayed".into()).into());
+    }
     tracing::info!(
         sessions = ended,
         by_sid = claims.sid.is_some(),
@@ -290,7 +296,14 @@ async fn logout(
             sessions.destroy(&loaded).await?;
             crate::oidc::revoke::revoke_tokens(app, &loaded.session.tokens).await;
             tracing::info!("session ended by logout");
-            app.oidc.logout_url(loaded.session.tokens.id_token.as_ref())
+            // A GET is a top-level navigation: the hint travels in a Location header no script
+            // can read. A POST answers JSON to script, which must never see a token.
+            let hint = if post {
+                None
+            } else {
+                loaded.session.tokens.id_token.as_ref()
+            };
+            app.oidc.logout_url(hint)
         }
         None => app.oidc.settings.post_logout_redirect_uri.to_string(),
     };
@@ -299,9 +312,14 @@ async fn logout(
     } else {
         response::redirect(&target)
     };
-    res.headers_mut().append(
+    let h = res.headers_mut();
+    h.append(
         SET_COOKIE,
         cookie::clear_cookie(&sessions.cookie_name, sessions.same_site),
+    );
+    h.append(
+        SET_COOKIE,
+        cookie::clear_cookie(&sessions.login_cookie_name, SameSite::Lax),
     );
     Ok(res)
 }

@@ -113,4 +113,6 @@ pub struct RouteFile {
     pub csrf_header: Option<String>,
     pub csrf_value: Option<String>,
     pub timeout: Option<String>,
+    /// Allows `http://` to a non-loopback host on a token route (a mesh encrypts the hop).
+    pub allow_plain_http: Option<bool>,
 }

@@ -3,8 +3,8 @@
 //! Rules (spec §2.6):
 //! 1. A JWS signed with an allowed asymmetric algorithm by a key from the provider's JWKS
 //!    (an unknown `kid` refetches it once, rate-limited); `jwk`/`jku`/`x5u` headers are ignored.
-//! 2. `iss` is our issuer; `aud` contains our client id; `iat` is recent; `exp`, if present,
-//!    is not past.
+//! 2. `typ`, when present, is `logout+jwt` (or plain `JWT`); `iss` is our issuer; `aud`
+//!    contains our client id; `iat` is recent; `exp` is present and not past.
 //! 3. `events` holds the back-channel-logout member; `sid` and/or `sub` are present; `nonce`
 //!    is absent (so an ID token can never pass as a logout token).
 //! 4. `jti` is present; a replayed `jti` is refused (the caller records it in the store).
@@ -33,6 +33,11 @@ fn invalid(why: &str) -> OidcError {
 }
 
 impl Oidc {
+    /// The oldest logout token accepted: its `jti` must be remembered at least this long.
+    pub fn logout_token_max_age(&self) -> std::time::Duration {
+        self.settings.max_id_token_age + self.settings.clock_skew * 2
+    }
+
     pub async fn verify_logout_token(&self, token: &str) -> Result<LogoutClaims, OidcError> {
         let provider = self.provider()?;
         let mut parts = token.split('.');
@@ -51,6 +56,14 @@ impl Oidc {
                 .map_err(|_| invalid("unknown alg"))?;
         if !self.settings.allowed_algs.contains(&alg) {
             return Err(invalid("algorithm not allowed"));
+        }
+        // Explicit typing (spec §2.4): an access token or other JWT type is not a logout token.
+        let typ = header.get("typ").and_then(Value::as_str).unwrap_or("JWT");
+        if !["logout+jwt", "application/logout+jwt", "jwt"]
+            .iter()
+            .any(|t| typ.eq_ignore_ascii_case(t))
+        {
+            return Err(invalid("typ is not logout+jwt"));
         }
         let kid = header
             .get("kid")
@@ -106,9 +119,11 @@ impl Oidc {
         if age < -skew || age > max_age + skew {
             return Err(invalid("iat out of range"));
         }
-        if let Some(exp) = c.get("exp")
-            && exp.as_i64().is_none_or(|e| e + skew <= now())
-        {
+        let exp = c
+            .get("exp")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| invalid("no exp"))?;
+        if exp + skew <= now() {
             return Err(invalid("expired"));
         }
         let event_ok = c

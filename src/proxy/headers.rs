@@ -22,15 +22,34 @@ const HOP_BY_HOP: [&str; 9] = [
     "transfer-encoding",
     "upgrade",
 ];
-const SPOOFABLE_EXACT: [&str; 6] = [
+/// Headers that proxies, load balancers and auth gateways use to assert a client address or
+/// an identity; upstreams may trust them, so a client must never be able to send them.
+const SPOOFABLE_EXACT: [&str; 16] = [
     "forwarded",
     "x-real-ip",
     "x-client-ip",
     "true-client-ip",
+    "cf-connecting-ip",
+    "x-cluster-client-ip",
+    "fastly-client-ip",
     "x-original-url",
+    "x-original-uri",
     "x-rewrite-url",
+    "remote-user",
+    "x-user",
+    "x-email",
+    "x-userinfo",
+    "x-id-token",
+    "x-access-token",
 ];
-const SPOOFABLE_PREFIX: [&str; 3] = ["x-forwarded-", "x-auth-request-", "x-original-forwarded-"];
+const SPOOFABLE_PREFIX: [&str; 6] = [
+    "x-forwarded-",
+    "x-auth-request-",
+    "x-original-forwarded-",
+    "x-remote-",
+    "x-authenticated-",
+    "x-amzn-oidc-",
+];
 
 /// `a` equals `b` when `_` and `-` are taken as the same (names are already lowercase).
 fn same_name(a: &[u8], b: &[u8]) -> bool {
@@ -138,6 +157,10 @@ mod tests {
     fn spoofed_forwarding_headers_are_replaced_in_every_spelling() {
         let mut h = HeaderMap::new();
         for n in [
+            "x-remote-user",
+            "remote_user",
+            "x-amzn-oidc-identity",
+            "cf-connecting-ip",
             "x-forwarded-for",
             "x_forwarded_for",
             "X-Forwarded-Host",

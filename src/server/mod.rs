@@ -17,6 +17,27 @@ use crate::pipeline::{self, App, StartError};
 /// Largest request head (request line + headers) accepted, per connection buffer.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 const MAX_H2_STREAMS: u32 = 256;
+/// HTTP/2 pings: a peer that stops answering is dropped after twice this.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits, at most `limit`, until the first bytes tell HTTP/1 from HTTP/2: anything that is
+/// not a prefix of the HTTP/2 preface is HTTP/1 (whose header timeout then applies); an
+/// HTTP/2 client must send the whole preface. Silent or stalled connections are dropped.
+async fn protocol_sniffed(stream: &tokio::net::TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 24];
+    let sniff = async {
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n >= H2_PREFACE.len() || buf[..n] != H2_PREFACE[..n] => return true,
+                // A partial preface: wait for the rest without spinning.
+                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    };
+    tokio::time::timeout(limit, sniff).await.unwrap_or(false)
+}
 
 /// Serves `config` on `listener` until `shutdown` completes, then drains connections for at
 /// most `server.shutdown_grace`.
@@ -42,9 +63,12 @@ pub async fn run(
     builder
         .http2()
         .timer(TokioTimer::new())
+        .keep_alive_interval(H2_KEEP_ALIVE)
+        .keep_alive_timeout(H2_KEEP_ALIVE)
         .max_concurrent_streams(MAX_H2_STREAMS)
         .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX));
 
+    let builder = Arc::new(builder);
     tracing::info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         origin = %app.config.server.origin,
@@ -72,14 +96,18 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let app = Arc::clone(&app);
-        let service = service_fn(move |req| pipeline::handle(Arc::clone(&app), peer, req));
-        let conn = graceful.watch(
-            builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned(),
-        );
+        let (builder, watcher) = (Arc::clone(&builder), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            // A connection that never says which protocol it speaks would hold its slot forever.
+            if !protocol_sniffed(&stream, app.config.server.header_read_timeout).await {
+                drop(permit);
+                return;
+            }
+            let service = service_fn(move |req| pipeline::handle(Arc::clone(&app), peer, req));
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(permit);

@@ -20,8 +20,6 @@ use crate::cookie::{self, KeyRing};
 
 /// Login transactions live this long (state, nonce and PKCE verifier expire with them).
 pub const LOGIN_TTL: Duration = Duration::from_secs(600);
-/// How long a logout token's `jti` is remembered (longer than any accepted token's age).
-const JTI_TTL: Duration = Duration::from_secs(3600);
 /// The longest the idle clock goes unwritten: sliding costs a write per session per
 /// min(this, idle timeout / 4) at most, not one per request.
 const MAX_TOUCH_INTERVAL_MS: i64 = 5_000;
@@ -235,11 +233,12 @@ impl Sessions {
     }
 
     /// Records a logout token's `jti`; false when it was seen before (a replay).
-    pub async fn first_use_of_jti(&self, jti: &str) -> Result<bool, StoreError> {
+    /// `ttl` must cover the longest a logout token is accepted, so no replay outlives its record.
+    pub async fn first_use_of_jti(&self, jti: &str, ttl: Duration) -> Result<bool, StoreError> {
         self.store
             .put_new(
                 &record::store_key(&self.prefix, "jti:", jti.as_bytes()),
-                JTI_TTL,
+                ttl,
             )
             .await
     }

@@ -1,0 +1,259 @@
+//! File model + environment → typed `Config`. Every error names the key it is about.
+//! One file per section: [`server`] (with `[auth]` and routes), [`oidc`], [`session`].
+
+mod oidc;
+mod routes;
+mod server;
+mod session;
+
+use std::time::Duration;
+
+use url::Url;
+
+use super::env::EnvSource;
+use super::file::*;
+use super::*;
+
+/// No duration in the config may exceed this (a year and a day).
+pub(super) const MAX_ANY_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+/// Tolerances that weaken token checks are capped so that no config silently disables them.
+pub(super) const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+pub(super) const MAX_TOKEN_AGE: Duration = Duration::from_secs(3600);
+pub(super) const MAX_NETWORK_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Collects errors so that one run reports all of them.
+#[derive(Default)]
+pub(super) struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    pub(super) fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn duration(&mut self, key: &str, value: Option<&str>, default: &str) -> Duration {
+        self.duration_at_most(key, value, default, MAX_ANY_DURATION)
+    }
+
+    /// A positive duration no longer than `max` (which also keeps `Instant + d` from overflowing).
+    pub(super) fn duration_at_most(
+        &mut self,
+        key: &str,
+        value: Option<&str>,
+        default: &str,
+        max: Duration,
+    ) -> Duration {
+        let raw = value.unwrap_or(default);
+        match humantime::parse_duration(raw) {
+            Ok(d) if d > max => {
+                self.push(
+                    key,
+                    format!("must be at most {}", humantime::format_duration(max)),
+                );
+                max
+            }
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.push(key, "must be greater than zero");
+                Duration::from_secs(1)
+            }
+            Err(e) => {
+                self.push(
+                    key,
+                    format!("invalid duration {raw:?} ({e}); use e.g. \"30s\", \"15m\", \"12h\""),
+                );
+                Duration::from_secs(1)
+            }
+        }
+    }
+}
+
+pub(super) fn validate(file: FileConfig, env: &dyn EnvSource) -> Result<Config, Vec<ConfigError>> {
+    let mut errs = Errors::default();
+    let mut warnings = Vec::new();
+
+    let server = server::server(&file.server, &mut errs);
+    let auth = server::auth(&file.auth, &server.public_origin, &mut errs);
+    let oidc = oidc::oidc(
+        &file.oidc,
+        &server.public_origin,
+        &auth.prefix,
+        env,
+        &mut errs,
+    );
+    let session = session::session(&file.session, env, &mut errs, &mut warnings);
+    let routes = routes::routes(&file.routes, &auth, &server.public_origin, &mut errs);
+
+    if errs.0.is_empty() {
+        Ok(Config {
+            server,
+            oidc,
+            session,
+            auth,
+            routes,
+            warnings,
+        })
+    } else {
+        Err(errs.0)
+    }
+}
+
+pub(super) fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// An http(s) URL; plain http only for loopback hosts, where browsers and we can trust it.
+pub(super) fn secure_url(key: &str, raw: &str, errs: &mut Errors) -> Option<Url> {
+    let url = match Url::parse(raw) {
+        Ok(u) => u,
+        Err(e) => {
+            errs.push(key, format!("invalid URL {raw:?}: {e}"));
+            return None;
+        }
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&url) => {}
+        "http" => {
+            errs.push(
+                key,
+                "must use https (plain http is allowed only for localhost)",
+            );
+            return None;
+        }
+        other => {
+            errs.push(key, format!("unsupported scheme {other:?}; use https"));
+            return None;
+        }
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        errs.push(key, "must not contain credentials");
+        return None;
+    }
+    Some(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, NoEnv};
+
+    const BASE: &str = r#"
+[server]
+public_origin = "https://app.example.com"
+[oidc]
+issuer = "https://id.example.com"
+client_id = "bff"
+client_secret = "s"
+[[routes]]
+path = "/api/"
+upstream = "https://api.internal"
+auth = "required"
+"#;
+
+    /// The keys `text` is refused for; empty when it is accepted.
+    fn refused(text: &str) -> Vec<String> {
+        match Config::from_toml(text, &NoEnv) {
+            Ok(_) => Vec::new(),
+            Err(super::super::ConfigErrors::Invalid(errors)) => {
+                errors.into_iter().map(|e| e.key).collect()
+            }
+            Err(other) => vec![other.to_string()],
+        }
+    }
+
+    fn with(section: &str, line: &str) -> String {
+        BASE.replacen(section, &format!("{section}\n{line}"), 1)
+    }
+
+    #[test]
+    fn the_base_config_is_accepted() {
+        assert!(refused(BASE).is_empty(), "{:?}", refused(BASE));
+    }
+
+    #[test]
+    fn session_cookies_must_be_host_only_by_name() {
+        let text = format!("{BASE}\n[session]\ncookie_name = \"gatehouse\"");
+        assert_eq!(refused(&text), ["session.cookie_name"]);
+        let text = format!(
+            "{BASE}\n[session]\ncookie_name = \"__Host-app\"\ncookie_domain = \"example.com\""
+        );
+        assert_eq!(refused(&text), ["session.cookie_domain"]);
+    }
+
+    #[test]
+    fn the_anti_forgery_header_must_be_a_custom_x_header() {
+        for name in [
+            "Accept-Language",
+            "Content-Language",
+            "Range",
+            "Cookie",
+            "Sec-Fetch-Dest",
+        ] {
+            let text = format!("{BASE}\n[auth]\ncsrf_header = \"{name}\"");
+            assert_eq!(refused(&text), ["auth.csrf_header"], "{name}");
+        }
+        assert!(
+            refused(&format!(
+                "{BASE}\n[auth]\ncsrf_header = \"X-Requested-With\""
+            ))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn plain_http_to_a_remote_host_on_a_token_route_needs_an_explicit_opt_in() {
+        let plain = BASE.replace("https://api.internal", "http://api.internal");
+        assert_eq!(refused(&plain), ["routes[0].upstream"]);
+        assert!(
+            refused(
+                &with("auth = \"required\"", "allow_plain_http = true")
+                    .replace("https://api.internal", "http://api.internal")
+            )
+            .is_empty()
+        );
+        assert!(
+            refused(&plain.replace("required", "none")).is_empty(),
+            "public routes carry no token"
+        );
+        assert!(
+            refused(&BASE.replace("https://api.internal", "http://127.0.0.1:9100")).is_empty(),
+            "loopback is fine"
+        );
+    }
+
+    #[test]
+    fn tolerances_that_weaken_token_checks_are_capped() {
+        assert_eq!(
+            refused(&with("client_secret = \"s\"", "clock_skew = \"1d\"")),
+            ["oidc.clock_skew"]
+        );
+        assert_eq!(
+            refused(&with("client_secret = \"s\"", "max_id_token_age = \"2h\"")),
+            ["oidc.max_id_token_age"]
+        );
+        assert_eq!(
+            refused(&with("client_secret = \"s\"", "timeout = \"100000000y\"")),
+            ["oidc.timeout"]
+        );
+        assert_eq!(
+            refused(&format!("{BASE}\n[session]\nmax_lifetime = \"5000d\"")),
+            ["session.max_lifetime"]
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! `[[routes]]`.
+
+use url::Url;
+
+use super::super::file::*;
+use super::super::*;
+use super::server::csrf_header;
+use super::{Errors, MAX_NETWORK_TIMEOUT, is_loopback_host};
+use crate::csrf::CsrfPolicy;
+use crate::routes::{AuthMode, Route, RouteTable, Upstream};
+
+pub(super) fn routes(
+    files: &[RouteFile],
+    auth: &AuthConfig,
+    origin: &Url,
+    errs: &mut Errors,
+) -> RouteTable {
+    let mut routes = Vec::with_capacity(files.len());
+    for (i, f) in files.iter().enumerate() {
+        let key = format!("routes[{i}]");
+        let path_ok = f.path.starts_with('/')
+            && f.path
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"\\%?#;".contains(&b))
+            && !f.path.split('/').any(|seg| seg == "." || seg == "..")
+            && !f.path.contains("//");
+        if !path_ok {
+            errs.push(
+                format!("{key}.path"),
+                format!(
+                    "{:?} must be a plain absolute path prefix like \"/api/\"",
+                    f.path
+                ),
+            );
+        }
+        let auth_prefix = format!("{}/", auth.prefix);
+        if f.path.starts_with(&auth_prefix) || f.path == auth.prefix {
+            errs.push(
+                format!("{key}.path"),
+                format!(
+                    "{:?} is inside gatehouse's own {} endpoints",
+                    f.path, auth.prefix
+                ),
+            );
+        }
+        if routes.iter().any(|r: &Route| r.prefix == f.path) {
+            errs.push(
+                format!("{key}.path"),
+                format!("{:?} is configured twice", f.path),
+            );
+        }
+        let mode = match f.auth.as_str() {
+            "required" => AuthMode::Required,
+            "optional" => AuthMode::Optional,
+            "none" => AuthMode::None,
+            other => {
+                errs.push(
+                    format!("{key}.auth"),
+                    format!("{other:?} is not a mode; use \"required\", \"optional\" or \"none\""),
+                );
+                AuthMode::Required
+            }
+        };
+        let upstream = match Upstream::parse(&f.upstream) {
+            Ok(u) => Some(u),
+            Err(msg) => {
+                errs.push(format!("{key}.upstream"), msg);
+                None
+            }
+        };
+        let plain_remote = upstream.as_ref().is_some_and(|u| {
+            u.scheme == http::uri::Scheme::HTTP && !is_loopback_host(u.authority.host())
+        });
+        if mode != AuthMode::None && plain_remote && f.allow_plain_http != Some(true) {
+            errs.push(
+                format!("{key}.upstream"),
+                format!("plain http:// to a remote host would send tokens unencrypted; use https://, or set {key}.allow_plain_http = true when a service mesh encrypts the hop"),
+            );
+        }
+        let default = CsrfHeader {
+            name: auth.csrf.header_name.clone(),
+            value: auth.csrf.header_value.clone(),
+        };
+        let csrf = csrf_header(
+            &format!("{key}."),
+            f.csrf_header.as_deref(),
+            f.csrf_value.as_deref(),
+            Some(&default),
+            errs,
+        );
+        let csrf = CsrfPolicy::new(csrf.name, csrf.value, origin);
+        let timeout = errs.duration_at_most(
+            &format!("{key}.timeout"),
+            f.timeout.as_deref(),
+            DEFAULT_UPSTREAM_TIMEOUT,
+            MAX_NETWORK_TIMEOUT,
+        );
+        if let Some(upstream) = upstream {
+            routes.push(Route {
+                prefix: f.path.clone(),
+                upstream,
+                auth: mode,
+                csrf,
+                timeout,
+            });
+        }
+    }
+    RouteTable::new(routes)
+}

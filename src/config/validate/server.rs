@@ -1,0 +1,179 @@
+//! `[server]` and `[auth]`.
+
+use std::net::SocketAddr;
+
+use http::{HeaderName, HeaderValue};
+use url::Url;
+
+use super::super::file::*;
+use super::super::*;
+use super::{Errors, MAX_NETWORK_TIMEOUT, secure_url};
+
+pub(super) fn server(f: &ServerFile, errs: &mut Errors) -> ServerConfig {
+    let listen_raw = f.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = listen_raw.parse::<SocketAddr>().unwrap_or_else(|e| {
+        errs.push(
+            "server.listen",
+            format!("invalid address {listen_raw:?}: {e}"),
+        );
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    });
+    let fallback = || Url::parse("http://127.0.0.1:8080").ok();
+    let public_origin = secure_url("server.public_origin", &f.public_origin, errs)
+        .and_then(|u| {
+            if u.path() != "/" || u.query().is_some() || u.fragment().is_some() {
+                errs.push("server.public_origin", "must be an origin only (scheme://host[:port]), without path, query or fragment");
+                None
+            } else {
+                Some(u)
+            }
+        })
+        .or_else(fallback);
+    let (public_origin, origin) = match public_origin {
+        Some(u) => {
+            let origin = u.origin().ascii_serialization();
+            (u, origin)
+        }
+        None => {
+            errs.push("server.public_origin", "cannot be used");
+            (
+                Url::parse("http://127.0.0.1/").unwrap_or_else(|_| unreachable_url()),
+                String::new(),
+            )
+        }
+    };
+    let max_connections = f.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        errs.push("server.max_connections", "must be at least 1");
+    }
+    ServerConfig {
+        listen,
+        public_origin,
+        origin,
+        max_connections,
+        header_read_timeout: errs.duration_at_most(
+            "server.header_read_timeout",
+            f.header_read_timeout.as_deref(),
+            DEFAULT_HEADER_READ_TIMEOUT,
+            MAX_NETWORK_TIMEOUT,
+        ),
+        shutdown_grace: errs.duration(
+            "server.shutdown_grace",
+            f.shutdown_grace.as_deref(),
+            DEFAULT_SHUTDOWN_GRACE,
+        ),
+        upstream_connect_timeout: errs.duration_at_most(
+            "server.upstream_connect_timeout",
+            f.upstream_connect_timeout.as_deref(),
+            DEFAULT_CONNECT_TIMEOUT,
+            MAX_NETWORK_TIMEOUT,
+        ),
+        upstream_ca: f
+            .upstream_ca_file
+            .as_deref()
+            .map(|path| ca_file(path, errs))
+            .unwrap_or_default(),
+    }
+}
+
+/// Every certificate in a PEM file; an error names the key when there is none.
+fn ca_file(path: &str, errs: &mut Errors) -> Vec<rustls_pki_types::CertificateDer<'static>> {
+    use rustls_pki_types::pem::PemObject as _;
+    let certs: Result<Vec<_>, _> = match rustls_pki_types::CertificateDer::pem_file_iter(path) {
+        Ok(iter) => iter.collect(),
+        Err(e) => {
+            errs.push(
+                "server.upstream_ca_file",
+                format!("cannot read {path}: {e}"),
+            );
+            return Vec::new();
+        }
+    };
+    match certs {
+        Ok(certs) if !certs.is_empty() => certs,
+        Ok(_) => {
+            errs.push(
+                "server.upstream_ca_file",
+                format!("{path} holds no PEM certificate"),
+            );
+            Vec::new()
+        }
+        Err(e) => {
+            errs.push(
+                "server.upstream_ca_file",
+                format!("{path} is not valid PEM: {e}"),
+            );
+            Vec::new()
+        }
+    }
+}
+
+#[expect(clippy::panic, reason = "a literal URL that always parses")]
+fn unreachable_url() -> Url {
+    panic!("static URL failed to parse")
+}
+
+pub(super) fn csrf_header(
+    key: &str,
+    name: Option<&str>,
+    value: Option<&str>,
+    default: Option<&CsrfHeader>,
+    errs: &mut Errors,
+) -> CsrfHeader {
+    let explicit_name = name.is_some();
+    let name = match (name, default) {
+        (Some(n), _) => HeaderName::from_bytes(n.as_bytes()).unwrap_or_else(|_| {
+            errs.push(
+                format!("{key}csrf_header"),
+                format!("{n:?} is not a valid header name"),
+            );
+            HeaderName::from_static("x-csrf")
+        }),
+        (None, Some(d)) => d.name.clone(),
+        (None, None) => HeaderName::from_static("x-csrf"),
+    };
+    let value = match (value, default) {
+        (Some(v), _) => HeaderValue::from_str(v).unwrap_or_else(|_| {
+            errs.push(format!("{key}csrf_value"), "is not a valid header value");
+            HeaderValue::from_static(DEFAULT_CSRF_VALUE)
+        }),
+        (None, Some(d)) => d.value.clone(),
+        (None, None) => HeaderValue::from_static(DEFAULT_CSRF_VALUE),
+    };
+    // Allow-list: a custom X- header is never CORS-safelisted nor set by the browser itself,
+    // so a cross-site page can only send it after a preflight gatehouse never approves.
+    if explicit_name && (!name.as_str().starts_with("x-") || name.as_str().len() < 3) {
+        errs.push(
+            format!("{key}csrf_header"),
+            format!("{name} cannot serve as the anti-forgery header: use a custom X- header such as X-CSRF"),
+        );
+    }
+    CsrfHeader { name, value }
+}
+
+pub(super) fn auth(f: &AuthFile, origin: &Url, errs: &mut Errors) -> AuthConfig {
+    let prefix = f
+        .prefix
+        .clone()
+        .unwrap_or_else(|| DEFAULT_AUTH_PREFIX.to_owned());
+    let ok = prefix.starts_with('/')
+        && prefix.len() > 1
+        && !prefix.ends_with('/')
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b));
+    if !ok {
+        errs.push("auth.prefix", "must look like \"/auth\": a leading slash, no trailing slash, letters, digits, - _ . /");
+    }
+    let csrf = csrf_header(
+        "auth.",
+        Some(f.csrf_header.as_deref().unwrap_or(DEFAULT_CSRF_HEADER)),
+        f.csrf_value.as_deref(),
+        None,
+        errs,
+    );
+    AuthConfig {
+        prefix,
+        csrf: CsrfPolicy::new(csrf.name, csrf.value, origin),
+    }
+}
