@@ -6,7 +6,7 @@
 //! `--log FILTER` sets the log filter. `tests/demo_example.rs` runs [`start`] on free ports.
 
 #[cfg(not(test))]
-#[path = "../tests/support/provider.rs"]
+#[path = "../tests/support/provider/mod.rs"]
 pub mod provider;
 // tests/demo_example.rs includes this file as a module and already has the provider through
 // its `support` module; loading the file twice would make two incompatible copies.
