@@ -118,7 +118,7 @@ pub async fn handle(
 }
 
 async fn dispatch<'a>(
-    app: &'a App,
+    app: &'a Arc<App>,
     peer: SocketAddr,
     req: Request<Incoming>,
     outcome: &mut Outcome<'a>,
@@ -142,7 +142,7 @@ async fn dispatch<'a>(
 
 /// The proxy path: authenticate, attach the token, forward.
 async fn forward(
-    app: &App,
+    app: &Arc<App>,
     route: &Route,
     peer: SocketAddr,
     mut req: Request<Incoming>,

@@ -155,19 +155,28 @@ async fn invalid_grant_ends_the_session() {
 
 #[tokio::test]
 async fn provider_errors_keep_the_session_and_use_the_token_while_valid() {
-    let stack = Stack::with(short_lived(), "").await;
+    // 4 s tokens: due after 2 s, expired after 3–4 s (expiries are whole seconds).
+    let opts = ProviderOptions {
+        access_token_ttl: Duration::from_secs(4),
+        ..ProviderOptions::default()
+    };
+    let stack = Stack::with(opts, "").await;
     let mut b = stack.browser();
     b.login("/").await;
     stack
         .provider
         .set(|m| m.refresh_fault = Some(TokenFault::ServerError));
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(
         b.api(Method::GET, "/api/x").await.status(),
         200,
         "old token still valid"
     );
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        stack.provider.stats().token_refresh >= 1,
+        "a refresh was attempted"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let res = b.api(Method::GET, "/api/x").await;
     assert_eq!(res.status(), 503, "expired and no refresh possible");
     assert!(res.headers().contains_key("retry-after"));
@@ -201,4 +210,47 @@ async fn an_expired_token_without_a_refresh_token_ends_the_session() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(b.api(Method::GET, "/api/x").await.status(), 401);
     assert_eq!(stack.provider.stats().token_refresh, 0);
+}
+
+#[tokio::test]
+async fn a_browser_that_cancels_mid_refresh_does_not_lose_the_rotated_tokens() {
+    let opts = ProviderOptions {
+        token_delay: Duration::from_millis(600),
+        ..short_lived()
+    };
+    let stack = Stack::with(opts, "").await;
+    let mut b = stack.browser();
+    b.login("/").await;
+    let cookie = b.session_cookie().unwrap();
+    long_lived_after_refresh(&stack.provider);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The fetch is aborted (HTTP/2 RST_STREAM, which cancels the request's future in
+    // gatehouse) while gatehouse waits for the provider, which rotates the token anyway.
+    let stream = tokio::net::TcpStream::connect(stack.gh.addr).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get(stack.gh.url("/api/x"))
+        .header("x-csrf", "1")
+        .header("cookie", format!("{COOKIE}={cookie}"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let aborted = tokio::time::timeout(Duration::from_millis(150), h2.send_request(req)).await;
+    assert!(aborted.is_err(), "the client gave up");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        b.api(Method::GET, "/api/x").await.status(),
+        200,
+        "the refreshed tokens were kept"
+    );
+    let stats = stack.provider.stats();
+    assert_eq!(stats.token_refresh, 1);
+    assert_eq!(
+        stats.refresh_reuse, 0,
+        "the rotated-out refresh token was never presented again"
+    );
 }

@@ -48,13 +48,13 @@ impl Flights {
         Arc::clone(map.entry(key.to_owned()).or_default())
     }
 
-    fn leave(&self, key: &str, flight: Arc<tokio::sync::Mutex<()>>) {
+    fn leave(&self, key: &str, flight: &Arc<tokio::sync::Mutex<()>>) {
         let mut map = self
             .inflight
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Ours and the map's: nobody else is waiting, forget the entry.
-        if Arc::strong_count(&flight) <= 2 {
+        if Arc::strong_count(flight) <= 2 {
             map.remove(key);
         }
     }
@@ -72,19 +72,56 @@ impl Drop for Renewer {
 /// The access token to forward with, refreshed first if it is due. However many requests of
 /// one session arrive at once, on however many instances, one of them refreshes; the others
 /// wait and re-read the session.
-pub async fn ensure_fresh(app: &App, loaded: &mut Loaded) -> Result<Secret, Error> {
+///
+/// The refresh runs in its own task: a browser that cancels its request after the provider
+/// rotated the refresh token must not take the new tokens down with it.
+pub async fn ensure_fresh(app: &Arc<App>, loaded: &mut Loaded) -> Result<Secret, Error> {
     let skew = i64::try_from(app.config.oidc.refresh_skew.as_secs()).unwrap_or(60);
     if !due(&loaded.session.tokens, skew, now()) {
         return Ok(loaded.session.tokens.access_token.clone());
     }
-    let key = loaded.key.clone();
-    let flight = app.flights.enter(&key);
-    let result = {
-        let _one_at_a_time = flight.lock().await;
-        refresh_in_flight(app, loaded, skew).await
-    };
-    app.flights.leave(&key, flight);
-    result
+    let (app, mut owned) = (Arc::clone(app), loaded.clone());
+    let task = tokio::spawn(async move {
+        let flight = Flight::enter(&app.flights, &owned.key);
+        let result = {
+            let _one_at_a_time = flight.mutex.lock().await;
+            refresh_in_flight(&app, &mut owned, skew).await
+        };
+        drop(flight);
+        (result, owned)
+    });
+    match task.await {
+        Ok((result, owned)) => {
+            *loaded = owned;
+            result
+        }
+        Err(e) => Err(Error::RefreshUnavailable(format!(
+            "refresh task failed: {e}"
+        ))),
+    }
+}
+
+/// A place in a session's single flight; leaving happens on drop, whatever the outcome.
+struct Flight<'a> {
+    flights: &'a Flights,
+    key: String,
+    mutex: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> Flight<'a> {
+    fn enter(flights: &'a Flights, key: &str) -> Self {
+        Flight {
+            flights,
+            key: key.to_owned(),
+            mutex: flights.enter(key),
+        }
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        self.flights.leave(&self.key, &self.mutex);
+    }
 }
 
 async fn reload(app: &App, loaded: &mut Loaded) -> Result<(), Error> {

@@ -26,6 +26,7 @@ const MAX_TOUCH_INTERVAL_MS: i64 = 5_000;
 
 /// A session as loaded: the record, where it lives, and the bytes it was read as (so a
 /// later write can refuse to overwrite a newer one).
+#[derive(Clone)]
 pub struct Loaded {
     pub session: Session,
     pub secret: CookieSecret,

@@ -25,7 +25,7 @@ pub struct ProviderOptions {
     pub iss_parameter_supported: bool,
     /// Demo mode: `GET /authorize` shows a sign-in form; its POST approves.
     pub interactive: bool,
-    /// Sleep before every token endpoint answer (slow-provider tests).
+    /// Delay of every token endpoint answer, after the grant was processed (slow-provider tests).
     pub token_delay: Duration,
 }
 

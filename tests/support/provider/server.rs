@@ -66,10 +66,14 @@ async fn route(p: &Shared, req: Request<Incoming>) -> Response<Body> {
         (&Method::POST, "/authorize") if p.opts.interactive => p.sign_in_decision(&form),
         (&Method::POST, "/authorize") => p.authorization_request(&form),
         (&Method::POST, "/token") => {
+            // Like a real provider: the grant is processed (codes used, refresh tokens
+            // rotated) at once, only the answer is slow, and a client that hangs up does
+            // not undo it.
+            let answer = p.token(headers, &form);
             if !p.opts.token_delay.is_zero() {
                 tokio::time::sleep(p.opts.token_delay).await;
             }
-            p.token(headers, &form)
+            answer
         }
         (&Method::GET, "/jwks") => p.jwks(),
         (&Method::GET | &Method::POST, "/userinfo") => p.userinfo(headers),
