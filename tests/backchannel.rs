@@ -236,3 +236,30 @@ async fn redis_index_entries_go_away_with_the_session() {
         "logout empties both indexes"
     );
 }
+
+#[tokio::test]
+async fn redis_sub_index_drops_sessions_that_expired_on_their_own() {
+    use redis::AsyncCommands as _;
+    let provider = TestProvider::start(ProviderOptions::default()).await;
+    let upstream = EchoUpstream::start().await;
+    let prefix = unique_prefix("prune");
+    let session =
+        format!("store = \"redis\"\nredis_url = \"{REDIS_URL}\"\nredis_prefix = \"{prefix}\"");
+    let gh = Gatehouse::start(&config(&provider, &upstream, &session)).await;
+    let mut conn = redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    Browser::new(&gh.origin).login("/").await;
+    let first: Vec<String> = conn.keys(format!("{prefix}s:*")).await.unwrap();
+    let _: () = conn.del(&first[0]).await.unwrap(); // as if its TTL had run out
+    Browser::new(&gh.origin).login("/").await;
+    let subs: Vec<String> = conn.keys(format!("{prefix}sub:*")).await.unwrap();
+    let members: Vec<String> = conn.smembers(&subs[0]).await.unwrap();
+    assert_eq!(
+        members.len(),
+        1,
+        "only the live session stays indexed: {members:?}"
+    );
+}

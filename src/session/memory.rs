@@ -1,5 +1,7 @@
 //! The in-memory session store: one instance's sessions in a bounded cache, each entry
-//! expiring on its own TTL.
+//! expiring on its own TTL. Sessions never get evicted (a full store refuses new logins);
+//! everything else (login transactions, logout-token ids, back-channel indexes) lives in a
+//! second bounded cache that may evict, so a flood of `/auth/login` cannot crowd out sessions.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,18 +45,35 @@ impl Expiry<String, Entry> for PerEntryTtl {
 #[derive(Clone)]
 pub struct MemoryStore {
     cache: Cache<String, Entry>,
+    /// Login transactions, logout-token ids and indexes; evicts under pressure.
+    side: Cache<String, Entry>,
     capacity: u64,
 }
 
 impl MemoryStore {
     pub fn new(capacity: u64) -> Self {
-        Self {
-            cache: Cache::builder()
-                .max_capacity(capacity)
+        let build = |max| {
+            Cache::builder()
+                .max_capacity(max)
                 .expire_after(PerEntryTtl)
-                .build(),
+                .build()
+        };
+        Self {
+            cache: build(capacity),
+            side: build(capacity.saturating_mul(2)),
             capacity,
         }
+    }
+
+    /// Short-lived data that may be evicted under pressure (login transactions).
+    pub(super) fn set_side(&self, key: &str, value: &[u8], ttl: Duration) {
+        self.side.insert(
+            key.to_owned(),
+            Entry {
+                data: value.into(),
+                ttl,
+            },
+        );
     }
 
     pub(super) fn get(&self, key: &str) -> Option<Vec<u8>> {
@@ -108,28 +127,36 @@ impl MemoryStore {
     }
 
     pub(super) fn take(&self, key: &str) -> Option<Vec<u8>> {
-        self.cache.remove(key).map(|e| e.data.to_vec())
+        self.side.remove(key).map(|e| e.data.to_vec())
     }
 
     pub(super) fn put_new(&self, key: &str, ttl: Duration) -> bool {
-        let entry = self.cache.entry(key.to_owned()).or_insert(Entry {
+        let entry = self.side.entry(key.to_owned()).or_insert(Entry {
             data: Arc::from(&b"1"[..]),
             ttl,
         });
         entry.is_fresh()
     }
 
-    /// Indexes are newline-separated member lists.
+    /// Indexes are newline-separated lists of session keys; adding drops members whose
+    /// session is gone, so a user's index never outgrows their live sessions.
     pub(super) fn index_add(
         &self,
         key: &str,
         member: &str,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        self.cache.entry(key.to_owned()).and_upsert_with(|current| {
-            let mut data = current
-                .map(|e| e.into_value().data.to_vec())
-                .unwrap_or_default();
+        self.side.entry(key.to_owned()).and_upsert_with(|current| {
+            let mut data = Vec::new();
+            if let Some(entry) = current {
+                for live in String::from_utf8_lossy(&entry.into_value().data)
+                    .lines()
+                    .filter(|m| self.cache.contains_key(*m))
+                {
+                    data.extend_from_slice(live.as_bytes());
+                    data.push(b'\n');
+                }
+            }
             data.extend_from_slice(member.as_bytes());
             data.push(b'\n');
             Entry {
@@ -141,31 +168,29 @@ impl MemoryStore {
     }
 
     pub(super) fn index_remove(&self, key: &str, member: &str) -> Result<(), StoreError> {
-        self.cache
-            .entry(key.to_owned())
-            .and_compute_with(|current| {
-                let Some(entry) = current else { return Op::Nop };
-                let entry = entry.into_value();
-                let kept: Vec<&str> = std::str::from_utf8(&entry.data)
-                    .unwrap_or_default()
-                    .lines()
-                    .filter(|m| *m != member)
-                    .collect();
-                if kept.is_empty() {
-                    return Op::Remove;
-                }
-                let mut data = kept.join("\n").into_bytes();
-                data.push(b'\n');
-                Op::Put(Entry {
-                    data: data.into(),
-                    ttl: entry.ttl,
-                })
-            });
+        self.side.entry(key.to_owned()).and_compute_with(|current| {
+            let Some(entry) = current else { return Op::Nop };
+            let entry = entry.into_value();
+            let kept: Vec<&str> = std::str::from_utf8(&entry.data)
+                .unwrap_or_default()
+                .lines()
+                .filter(|m| *m != member)
+                .collect();
+            if kept.is_empty() {
+                return Op::Remove;
+            }
+            let mut data = kept.join("\n").into_bytes();
+            data.push(b'\n');
+            Op::Put(Entry {
+                data: data.into(),
+                ttl: entry.ttl,
+            })
+        });
         Ok(())
     }
 
     pub(super) fn index_take(&self, key: &str) -> Vec<String> {
-        self.cache
+        self.side
             .remove(key)
             .map(|e| {
                 String::from_utf8_lossy(&e.data)
@@ -190,7 +215,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!(s.get("k").await.unwrap(), None);
 
-        s.set("t", b"once", Duration::from_secs(5)).await.unwrap();
+        s.set_ephemeral("t", b"once", Duration::from_secs(5))
+            .await
+            .unwrap();
         assert!(s.take("t").await.unwrap().is_some());
         assert!(s.take("t").await.unwrap().is_none());
     }
@@ -210,6 +237,42 @@ mod tests {
             Some(&b"1"[..]),
             "no live entry evicted"
         );
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_ephemeral_entries_never_evicts_a_session() {
+        let s = Store::Memory(MemoryStore::new(2));
+        s.set("session", b"live", Duration::from_secs(5))
+            .await
+            .unwrap();
+        for i in 0..100 {
+            s.set_ephemeral(&format!("login{i}"), b"txn", Duration::from_secs(5))
+                .await
+                .unwrap();
+        }
+        if let Store::Memory(m) = &s {
+            m.side.run_pending_tasks();
+            assert!(m.side.entry_count() <= 4, "the side cache stays bounded");
+        }
+        assert_eq!(
+            s.get("session").await.unwrap().as_deref(),
+            Some(&b"live"[..])
+        );
+        s.set("second", b"live", Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn indexes_forget_sessions_that_are_gone() {
+        let s = Store::Memory(MemoryStore::new(10));
+        let ttl = Duration::from_secs(5);
+        s.set("s1", b"x", ttl).await.unwrap();
+        s.index_add("sub", "s1", ttl).await.unwrap();
+        s.index_add("sub", "s2-expired", ttl).await.unwrap();
+        s.index_add("sub", "s3", ttl).await.unwrap();
+        let members = s.index_take("sub").await.unwrap();
+        assert_eq!(members, ["s1", "s3"], "s2 had no session when s3 was added");
     }
 
     #[tokio::test]

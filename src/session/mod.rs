@@ -332,7 +332,7 @@ impl Sessions {
     ) -> Result<(), StoreError> {
         let key = record::store_key(&self.prefix, "l:", state.as_bytes());
         let sealed = record::seal(binding, &key, txn).ok_or(StoreError::Timeout(Duration::ZERO))?;
-        self.store.set(&key, &sealed, LOGIN_TTL).await
+        self.store.set_ephemeral(&key, &sealed, LOGIN_TTL).await
     }
 
     /// Takes the login transaction for `state` (one use only). `None` when it is unknown,

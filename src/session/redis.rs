@@ -14,6 +14,7 @@ pub struct RedisStore {
     cas: Arc<redis::Script>,
     renew: Arc<redis::Script>,
     unlock: Arc<redis::Script>,
+    index_add: Arc<redis::Script>,
     timeout: Duration,
 }
 
@@ -28,6 +29,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0";
+
+/// Adds a session key to an index, first dropping members whose session is gone, so an
+/// index never outgrows the user's live sessions.
+const INDEX_ADD_SCRIPT: &str = r"
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', member) == 0 then redis.call('SREM', KEYS[1], member) end
+end
+redis.call('SADD', KEYS[1], ARGV[1])
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])";
 
 const CAS_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -50,6 +60,7 @@ impl RedisStore {
             cas: Arc::new(redis::Script::new(CAS_SCRIPT)),
             renew: Arc::new(redis::Script::new(RENEW_SCRIPT)),
             unlock: Arc::new(redis::Script::new(UNLOCK_SCRIPT)),
+            index_add: Arc::new(redis::Script::new(INDEX_ADD_SCRIPT)),
             timeout,
         })
     }
@@ -122,14 +133,12 @@ impl RedisStore {
         member: &str,
         ttl: Duration,
     ) -> Result<(), StoreError> {
+        let mut invocation = self.index_add.key(key);
+        invocation.arg(member).arg(millis(ttl));
         let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .sadd(key, member)
-            .ignore()
-            .pexpire(key, i64::try_from(millis(ttl)).unwrap_or(i64::MAX))
-            .ignore();
-        self.bounded(pipe.query_async::<()>(&mut conn)).await
+        self.bounded(invocation.invoke_async::<i64>(&mut conn))
+            .await
+            .map(drop)
     }
 
     pub(super) async fn index_remove(&self, key: &str, member: &str) -> Result<(), StoreError> {

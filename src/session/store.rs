@@ -58,6 +58,22 @@ impl Store {
 
     /// Replaces `key` only while it still holds `expected`: a write based on a stale read
     /// never overwrites a newer one. Returns whether it wrote.
+    /// Stores short-lived data that may be evicted under memory pressure (login transactions).
+    pub async fn set_ephemeral(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.set_side(key, value, ttl);
+                Ok(())
+            }
+            Store::Redis(r) => r.set(key, value, ttl).await,
+        }
+    }
+
     pub async fn replace(
         &self,
         key: &str,
