@@ -344,13 +344,19 @@ impl Sessions {
         state: &str,
     ) -> Result<Option<LoginTxn>, StoreError> {
         let key = record::store_key(&self.prefix, "l:", state.as_bytes());
+        // Taken atomically, so two callbacks can never both use it.
         let Some(raw) = self.store.take(&key).await? else {
             return Ok(None);
         };
-        let Some(binding) = binding else {
-            return Ok(None);
-        };
-        let txn: Option<LoginTxn> = record::open(binding, &key, &raw);
-        Ok(txn.filter(|t| now() - t.created_at <= secs(LOGIN_TTL)))
+        let txn: Option<LoginTxn> = binding.and_then(|b| record::open(b, &key, &raw));
+        match txn {
+            Some(txn) => Ok(Some(txn).filter(|t| now() - t.created_at <= secs(LOGIN_TTL))),
+            None => {
+                // Another browser presented this state: it must not burn the real owner's
+                // login, so the transaction goes back (its own created_at still bounds it).
+                self.store.set_ephemeral(&key, &raw, LOGIN_TTL).await?;
+                Ok(None)
+            }
+        }
     }
 }
