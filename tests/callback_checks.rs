@@ -402,7 +402,11 @@ async fn callback_from_another_browser_is_refused_and_leaves_the_owners_login_in
     let res = b.callback(&back).await;
     assert_refused(&stack, &mut b, res, 400, "login state is unknown").await;
 
-    assert_eq!(stack.provider.stats().token_code, 0, "b's attempt never reached the provider");
+    assert_eq!(
+        stack.provider.stats().token_code,
+        0,
+        "b's attempt never reached the provider"
+    );
 
     // A state that leaked to someone else cannot be used to deny its owner the login.
     let res = a.callback(&back).await;

@@ -33,6 +33,13 @@ pub fn values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item =
         })
 }
 
+fn same_site_attr(same_site: SameSite) -> &'static str {
+    match same_site {
+        SameSite::Strict => "Strict",
+        SameSite::Lax => "Lax",
+    }
+}
+
 /// `Set-Cookie` for a cookie gatehouse owns. `max_age: None` makes a browser-session cookie.
 pub fn set_cookie(
     name: &str,
@@ -40,10 +47,7 @@ pub fn set_cookie(
     same_site: SameSite,
     max_age: Option<Duration>,
 ) -> HeaderValue {
-    let same_site = match same_site {
-        SameSite::Strict => "Strict",
-        SameSite::Lax => "Lax",
-    };
+    let same_site = same_site_attr(same_site);
     let mut s = format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite={same_site}");
     if let Some(age) = max_age {
         s.push_str(&format!("; Max-Age={}", age.as_secs()));
@@ -54,10 +58,7 @@ pub fn set_cookie(
 
 /// `Set-Cookie` that deletes the cookie in the browser.
 pub fn clear_cookie(name: &str, same_site: SameSite) -> HeaderValue {
-    let same_site = match same_site {
-        SameSite::Strict => "Strict",
-        SameSite::Lax => "Lax",
-    };
+    let same_site = same_site_attr(same_site);
     let s = format!(
         "{name}=; Path=/; Secure; HttpOnly; SameSite={same_site}; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
     );

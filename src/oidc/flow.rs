@@ -157,23 +157,11 @@ impl Oidc {
         for k in TECHNICAL_CLAIMS {
             user.remove(k);
         }
-        let expires_in = response
-            .expires_in()
-            .and_then(|d| i64::try_from(d.as_secs()).ok())
-            .unwrap_or(DEFAULT_EXPIRES_IN);
         Ok(LoginResult {
             sub: claims.subject().as_str().to_owned(),
             sid,
             claims: user,
-            tokens: Tokens {
-                access_token: Secret::new(response.access_token().secret().clone()),
-                issued_at: now(),
-                access_expires_at: now().saturating_add(expires_in),
-                refresh_token: response
-                    .refresh_token()
-                    .map(|t| Secret::new(t.secret().clone())),
-                id_token: Some(Secret::new(id_token.to_string())),
-            },
+            tokens: tokens_from(&response, Some(Secret::new(id_token.to_string())), None),
         })
     }
 
@@ -197,6 +185,30 @@ impl Oidc {
             q.append_pair("post_logout_redirect_uri", &fallback);
         }
         url.to_string()
+    }
+}
+
+/// The token set of a token-endpoint response. A refresh response without a new refresh or
+/// ID token keeps the previous ones (`keep_refresh`, `id_token`).
+pub(super) fn tokens_from(
+    response: &openidconnect::core::CoreTokenResponse,
+    id_token: Option<Secret>,
+    keep_refresh: Option<Secret>,
+) -> Tokens {
+    let now = now();
+    let expires_in = response
+        .expires_in()
+        .and_then(|d| i64::try_from(d.as_secs()).ok())
+        .unwrap_or(DEFAULT_EXPIRES_IN);
+    Tokens {
+        access_token: Secret::new(response.access_token().secret().clone()),
+        issued_at: now,
+        access_expires_at: now.saturating_add(expires_in),
+        refresh_token: response
+            .refresh_token()
+            .map(|t| Secret::new(t.secret().clone()))
+            .or(keep_refresh),
+        id_token,
     }
 }
 

@@ -10,7 +10,7 @@ pub mod revoke;
 pub use flow::{CallbackParams, LoginResult, LoginStart};
 pub use provider::{ExtraMetadata, JWKS_REFETCH_INTERVAL, Provider};
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -177,19 +177,16 @@ impl Oidc {
     /// Loads the provider's metadata and keys; `/readyz` is green once this succeeded.
     pub async fn discover(&self) -> Result<(), OidcError> {
         let provider = Provider::discover(&self.settings, &self.http).await?;
-        let mut slot = match self.provider.write() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut slot = self
+            .provider
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         *slot = Some(Arc::new(provider));
         Ok(())
     }
 
     pub fn provider(&self) -> Result<Arc<Provider>, OidcError> {
-        let slot = match self.provider.read() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let slot = self.provider.read().unwrap_or_else(PoisonError::into_inner);
         slot.clone().ok_or(OidcError::NotReady)
     }
 

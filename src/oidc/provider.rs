@@ -6,7 +6,7 @@
 //! 3. An unknown `kid` refetches the JWKS at most once per [`JWKS_REFETCH_INTERVAL`], so key
 //!    rotation just works and random `kid`s cannot make us hammer the provider.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use openidconnect::core::{
@@ -118,20 +118,17 @@ impl Provider {
     }
 
     pub fn jwks(&self) -> Arc<CoreJsonWebKeySet> {
-        match self.jwks.read() {
-            Ok(g) => Arc::clone(&g),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
+        Arc::clone(&self.jwks.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Refetches the JWKS unless that happened less than [`JWKS_REFETCH_INTERVAL`] ago.
     /// Returns whether a new key set was loaded.
     pub async fn refetch_jwks(&self, http: &reqwest::Client) -> bool {
         {
-            let mut last = match self.last_refetch.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
+            let mut last = self
+                .last_refetch
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if last.is_some_and(|t| t.elapsed() < JWKS_REFETCH_INTERVAL) {
                 return false;
             }
@@ -143,10 +140,7 @@ impl Provider {
                     keys = set.keys().len(),
                     "refetched the provider's signing keys"
                 );
-                let mut g = match self.jwks.write() {
-                    Ok(g) => g,
-                    Err(p) => p.into_inner(),
-                };
+                let mut g = self.jwks.write().unwrap_or_else(PoisonError::into_inner);
                 *g = Arc::new(set);
                 true
             }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use openidconnect::{Nonce, OAuth2TokenResponse, RefreshToken, TokenResponse};
 
 use super::OidcError;
-use super::flow::{DEFAULT_EXPIRES_IN, token_error};
+use super::flow::{token_error, tokens_from};
 use crate::error::Error;
 use crate::pipeline::App;
 use crate::secret::Secret;
@@ -251,21 +251,7 @@ async fn refresh(app: &App, loaded: &Loaded, refresh_token: &Secret) -> Result<T
         }
         id_token = Some(Secret::new(new_id.to_string()));
     }
-    let now = now();
-    let expires_in = response
-        .expires_in()
-        .and_then(|d| i64::try_from(d.as_secs()).ok())
-        .unwrap_or(DEFAULT_EXPIRES_IN);
-    Ok(Tokens {
-        access_token: Secret::new(response.access_token().secret().clone()),
-        issued_at: now,
-        access_expires_at: now.saturating_add(expires_in),
-        refresh_token: response
-            .refresh_token()
-            .map(|t| Secret::new(t.secret().clone()))
-            .or_else(|| old.refresh_token.clone()),
-        id_token,
-    })
+    Ok(tokens_from(&response, id_token, old.refresh_token.clone()))
 }
 
 #[cfg(test)]

@@ -147,8 +147,7 @@ impl Sessions {
     pub async fn create(&self, session: &Session) -> Result<String, StoreError> {
         let secret = CookieSecret::random();
         let key = record::store_key(&self.prefix, "s:", &secret.id);
-        let sealed = record::seal(&secret.record_key, &key, session)
-            .ok_or(StoreError::Timeout(Duration::ZERO))?;
+        let sealed = record::seal(&secret.record_key, &key, session).ok_or(StoreError::Seal)?;
         self.store.set(&key, &sealed, self.ttl(session)).await?;
         // Back-channel logout finds sessions by the provider's sid, or all of a subject's.
         if let Some(sid) = &session.sid {
@@ -331,7 +330,7 @@ impl Sessions {
         txn: &LoginTxn,
     ) -> Result<(), StoreError> {
         let key = record::store_key(&self.prefix, "l:", state.as_bytes());
-        let sealed = record::seal(binding, &key, txn).ok_or(StoreError::Timeout(Duration::ZERO))?;
+        let sealed = record::seal(binding, &key, txn).ok_or(StoreError::Seal)?;
         self.store.set_ephemeral(&key, &sealed, LOGIN_TTL).await
     }
 

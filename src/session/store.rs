@@ -15,6 +15,8 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
     #[error("session store did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("could not encrypt the record")]
+    Seal,
     #[error("session store is full ({0} entries)")]
     Full(u64),
 }
