@@ -62,6 +62,9 @@ cargo fmt --all -- --check
 say "cargo clippy --all-targets --locked -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
+say "cargo doc --no-deps (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --lib --locked --quiet
+
 # (e) The tests.
 if command -v cargo-nextest >/dev/null; then
   say "cargo nextest run --locked"

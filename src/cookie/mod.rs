@@ -1,5 +1,5 @@
 //! Cookies: reading ours out of a `Cookie` header, writing `Set-Cookie` with fixed attributes,
-//! and sealing their values ([`seal`]).
+//! and sealing their values (`seal.rs`).
 //!
 //! Rules:
 //! 1. Every cookie gatehouse sets is `Secure; HttpOnly; Path=/` and has no `Domain`.

@@ -1,5 +1,5 @@
-//! OpenID Connect as a confidential client: discovery and JWKS ([`provider`]), login and
-//! callback ([`flow`]), ID token validation (here), and logout URLs.
+//! OpenID Connect as a confidential client: discovery and JWKS (`provider.rs`), login and
+//! callback (`flow.rs`), ID token validation (here), and logout URLs.
 
 pub mod backchannel;
 mod flow;
