@@ -152,10 +152,7 @@ async fn invalid_logout_tokens_are_refused_and_end_nothing() {
 async fn back_channel_logout_works_across_instances_sharing_redis() {
     let provider = TestProvider::start(ProviderOptions::default()).await;
     let upstream = EchoUpstream::start().await;
-    let session = format!(
-        "store = \"redis\"\nredis_url = \"{REDIS_URL}\"\nredis_prefix = \"{}\"",
-        unique_prefix("bcl")
-    );
+    let session = redis_session(&unique_prefix("bcl"), "");
     let text = config(&provider, &upstream, &session);
     let (a, b) = (Gatehouse::start(&text).await, Gatehouse::start(&text).await);
     let mut browser = Browser::new(&a.origin);
@@ -213,16 +210,11 @@ async fn redis_index_entries_go_away_with_the_session() {
     let provider = TestProvider::start(ProviderOptions::default()).await;
     let upstream = EchoUpstream::start().await;
     let prefix = unique_prefix("idx");
-    let session =
-        format!("store = \"redis\"\nredis_url = \"{REDIS_URL}\"\nredis_prefix = \"{prefix}\"");
+    let session = redis_session(&prefix, "");
     let gh = Gatehouse::start(&config(&provider, &upstream, &session)).await;
     let mut b = Browser::new(&gh.origin);
     b.login("/").await;
-    let mut conn = redis::Client::open(REDIS_URL)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = redis().await;
     let indexes = |conn: &mut redis::aio::MultiplexedConnection| {
         let pattern = format!("{prefix}s[iu][db]:*");
         let mut conn = conn.clone();
@@ -243,14 +235,9 @@ async fn redis_sub_index_drops_sessions_that_expired_on_their_own() {
     let provider = TestProvider::start(ProviderOptions::default()).await;
     let upstream = EchoUpstream::start().await;
     let prefix = unique_prefix("prune");
-    let session =
-        format!("store = \"redis\"\nredis_url = \"{REDIS_URL}\"\nredis_prefix = \"{prefix}\"");
+    let session = redis_session(&prefix, "");
     let gh = Gatehouse::start(&config(&provider, &upstream, &session)).await;
-    let mut conn = redis::Client::open(REDIS_URL)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = redis().await;
     Browser::new(&gh.origin).login("/").await;
     let first: Vec<String> = conn.keys(format!("{prefix}s:*")).await.unwrap();
     let _: () = conn.del(&first[0]).await.unwrap(); // as if its TTL had run out

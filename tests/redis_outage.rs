@@ -145,19 +145,13 @@ async fn a_crashed_refresh_lock_holder_blocks_the_session_no_longer_than_the_lea
     .await;
     let upstream = EchoUpstream::start().await;
     let prefix = unique_prefix("crash");
-    let session = format!(
-        "store = \"redis\"\nredis_url = \"{REDIS_URL}\"\nredis_prefix = \"{prefix}\"\nrefresh_lock_lease = \"1500ms\""
-    );
+    let session = redis_session(&prefix, "refresh_lock_lease = \"1500ms\"");
     let gh = Gatehouse::start(&config(&provider, &upstream, &session)).await;
     let mut b = Browser::new(&gh.origin);
     b.login("/").await;
 
     // A holder that took the lock and died: nobody renews or releases it.
-    let mut conn = redis::Client::open(REDIS_URL)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = redis().await;
     let sessions: Vec<String> = conn.keys(format!("{prefix}s:*")).await.unwrap();
     assert_eq!(sessions.len(), 1);
     let lock = format!("{}:refresh", sessions[0]);

@@ -17,11 +17,6 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use support::*;
 
-/// `[session]` lines for the Redis store under `prefix`, plus `extra`.
-fn redis_session(prefix: &str, extra: &str) -> String {
-    format!("store = \"redis\"\nredis_url = \"{REDIS_URL}\"\nredis_prefix = \"{prefix}\"\n{extra}")
-}
-
 /// The usual config with `keys` replaced by `keys` (base64 keys, first seals).
 fn with_keys(config: &str, keys: &[&str]) -> String {
     let list: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
@@ -31,14 +26,6 @@ fn with_keys(config: &str, keys: &[&str]) -> String {
     );
     assert_ne!(replaced, config, "the usual config sets keys = [KEY_A]");
     replaced
-}
-
-async fn redis() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(REDIS_URL)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis on 127.0.0.1:6379")
 }
 
 async fn keys_under(prefix: &str) -> Vec<String> {

@@ -24,10 +24,6 @@ fn long_lived_after_refresh(provider: &TestProvider) {
     provider.set(|m| m.expires_in = support::provider::Override::Value(serde_json::json!(300)));
 }
 
-fn redis_session(prefix: &str, extra: &str) -> String {
-    format!("store = \"redis\"\nredis_url = \"{REDIS_URL}\"\nredis_prefix = \"{prefix}\"\n{extra}")
-}
-
 /// Fires `n` API calls with `cookie`, alternating between the given gatehouses.
 async fn burst(ghs: &[&Gatehouse], cookie: &str, n: usize) -> Vec<u16> {
     let http = reqwest::Client::new();

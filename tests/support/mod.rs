@@ -367,6 +367,20 @@ pub fn urlencode(s: &str) -> String {
 /// Whether a Redis answers on 127.0.0.1:6379 (the test command starts one).
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
+/// `[session]` lines for the Redis store under `prefix`, plus `extra` lines.
+pub fn redis_session(prefix: &str, extra: &str) -> String {
+    format!("store = \"redis\"\nredis_url = \"{REDIS_URL}\"\nredis_prefix = \"{prefix}\"\n{extra}")
+}
+
+/// A connection to the test Redis, to look at what gatehouse stored.
+pub async fn redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis on 127.0.0.1:6379")
+}
+
 /// A Redis key prefix unique to this test run.
 pub fn unique_prefix(name: &str) -> String {
     let n: u64 = rand::random();
