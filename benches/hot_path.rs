@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use gatehouse::config::{Config, NoEnv};
-use gatehouse::cookie::{KEY_LEN, KeyRing};
+use gatehouse::cookie::{CookieNames, Jar, KEY_LEN, KeyRing};
 use gatehouse::secret::Secret;
 use gatehouse::session::{CookieSecret, Sessions, Store, Tokens, now};
 use http::HeaderMap;
@@ -105,8 +105,11 @@ fn bench_load(c: &mut Criterion, rt: &Runtime, name: &str, sessions: &Sessions) 
         eprintln!("hot_path: could not create a session in the {name} store; skipped");
         return;
     };
+    let names = CookieNames::new(COOKIE_NAME);
     let load = || async {
-        let secret = sessions.cookie_secret(black_box(&headers))?;
+        let mut headers = black_box(headers.clone());
+        let jar = Jar::take(&mut headers, &names);
+        let secret = sessions.cookie_secret(&jar)?;
         sessions.load(secret, false).await.ok().flatten()
     };
     // Measure the path a logged-in request takes, not a miss.

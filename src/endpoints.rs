@@ -13,12 +13,12 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use crate::config::SameSite;
-use crate::cookie;
+use crate::app::App;
+use crate::cookie::{self, SameSite};
 use crate::csrf;
 use crate::error::Error;
 use crate::oidc::{CallbackParams, OidcError};
-use crate::pipeline::{App, Outcome};
+use crate::pipeline::Ctx;
 use crate::redirect::safe_return_to;
 use crate::response::{self, Body};
 use crate::session::LOGIN_TTL;
@@ -27,7 +27,7 @@ use crate::session::LOGIN_TTL;
 pub async fn dispatch<'a>(
     app: &'a App,
     req: Request<Incoming>,
-    outcome: &mut Outcome<'a>,
+    ctx: &mut Ctx<'a>,
 ) -> Result<Result<Response<Body>, Request<Incoming>>, Error> {
     let path = req.uri().path();
     let name = match path {
@@ -43,15 +43,15 @@ pub async fn dispatch<'a>(
             _ => return Ok(Err(req)),
         },
     };
-    outcome.route = name;
+    ctx.route = name;
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
     let res = match name {
         "healthz" if get => response::json(StatusCode::OK, &json!({"status": "ok"})),
         "readyz" if get => readyz(app).await,
-        "login" if get => login(app, &req).await?,
-        "callback" if get => callback(app, &req, outcome).await?,
-        "user" if get => user(app, &req, outcome).await?,
-        "logout" if get || req.method() == Method::POST => logout(app, &req, outcome).await?,
+        "login" if get => login(app, &req, ctx).await?,
+        "callback" if get => callback(app, &req, ctx).await?,
+        "user" if get => user(app, &req, ctx).await?,
+        "logout" if get || req.method() == Method::POST => logout(app, &req, ctx).await?,
         "backchannel-logout" if req.method() == Method::POST => {
             backchannel_logout(app, req).await?
         }
@@ -85,7 +85,7 @@ async fn readyz(app: &App) -> Response<Body> {
     )
 }
 
-async fn login(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
+async fn login(app: &App, req: &Request<Incoming>, ctx: &Ctx<'_>) -> Result<Response<Body>, Error> {
     let return_to = safe_return_to(
         query_param(req, "return_to").as_deref(),
         &app.config.server.public_origin,
@@ -93,7 +93,7 @@ async fn login(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Err
     let sessions = &app.sessions;
     // Tabs logging in at once share one binding key, so every one of them can finish.
     let binding = sessions
-        .login_binding(req.headers())
+        .login_binding(&ctx.jar)
         .unwrap_or_else(|| zeroize::Zeroizing::new(cookie::random_key()));
     let start = app.oidc.start_login(return_to)?;
     sessions
@@ -116,11 +116,11 @@ async fn login(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Err
 async fn callback(
     app: &App,
     req: &Request<Incoming>,
-    outcome: &mut Outcome<'_>,
+    ctx: &mut Ctx<'_>,
 ) -> Result<Response<Body>, Error> {
     let params = CallbackParams::parse(req.uri().query())?;
     let sessions = &app.sessions;
-    let binding = sessions.login_binding(req.headers());
+    let binding = sessions.login_binding(&ctx.jar);
     let state = params
         .state
         .as_deref()
@@ -141,8 +141,8 @@ async fn callback(
     let result = app.oidc.finish_login(code, &txn).await?;
 
     // Never carry a pre-login session over: destroy whatever the browser had.
-    if let Some(secret) = sessions.cookie_secret(req.headers()) {
-        outcome.session = true;
+    if let Some(secret) = sessions.cookie_secret(&ctx.jar) {
+        ctx.session = true;
         if let Some(old) = sessions.load(secret, false).await? {
             sessions.destroy(&old).await?;
         }
@@ -187,19 +187,19 @@ async fn callback(
 async fn user(
     app: &App,
     req: &Request<Incoming>,
-    outcome: &mut Outcome<'_>,
+    ctx: &mut Ctx<'_>,
 ) -> Result<Response<Body>, Error> {
     csrf::verify(req.headers(), &app.config.auth.csrf)?;
     let slide = query_param(req, "slide").is_none_or(|v| v != "false");
     let sessions = &app.sessions;
     let secret = sessions
-        .cookie_secret(req.headers())
+        .cookie_secret(&ctx.jar)
         .ok_or(Error::Unauthenticated)?;
     let loaded = sessions
         .load(secret, slide)
         .await?
         .ok_or(Error::Unauthenticated)?;
-    outcome.session = true;
+    ctx.session = true;
     let s = &loaded.session;
     let logout_url = format!("{}/logout?sid={}", app.config.auth.prefix, s.handle);
     Ok(response::json(
@@ -273,20 +273,20 @@ fn same_handle(a: &str, b: &str) -> bool {
 async fn logout(
     app: &App,
     req: &Request<Incoming>,
-    outcome: &mut Outcome<'_>,
+    ctx: &mut Ctx<'_>,
 ) -> Result<Response<Body>, Error> {
     let post = req.method() == Method::POST;
     if post {
         csrf::verify(req.headers(), &app.config.auth.csrf)?;
     }
     let sessions = &app.sessions;
-    let loaded = match sessions.cookie_secret(req.headers()) {
+    let loaded = match sessions.cookie_secret(&ctx.jar) {
         Some(secret) => sessions.load(secret, false).await?,
         None => None,
     };
     let target = match loaded {
         Some(loaded) => {
-            outcome.session = true;
+            ctx.session = true;
             if !post
                 && !query_param(req, "sid")
                     .is_some_and(|sid| same_handle(&sid, &loaded.session.handle))

@@ -7,18 +7,20 @@
 //!
 //! - [`config`]: TOML + environment → validated, typed `Config`
 //! - [`server`]: accept loop, connection limits, graceful shutdown
-//! - [`pipeline`]: the per-request lifecycle and the shared `App`
+//! - [`app`]: the shared state every request borrows (`App`)
+//! - [`pipeline`]: the per-request lifecycle and its context (`Ctx`)
 //! - [`endpoints`]: `/auth/login`, `/auth/callback`, `/auth/user`, `/auth/logout`, health
 //! - [`routes`]: route table, longest-prefix match, path safety
 //! - [`csrf`]: the anti-forgery check
 //! - [`redirect`]: `return_to` validation
 //! - [`session`]: session records, login transactions, Redis and memory stores
-//! - [`cookie`]: cookie attributes and AES-GCM sealing with a key ring
+//! - [`cookie`]: the request's cookie jar, cookie attributes, AES-GCM sealing with a key ring
 //! - [`oidc`]: discovery, JWKS, login, callback, ID token validation, refresh, revocation
 //! - [`proxy`]: forwarding and header hygiene
 //! - [`error`]: the one place errors become responses; [`response`]: response builders
 //! - [`secret`]: redacted secret strings; [`telemetry`]: logging setup
 
+pub mod app;
 pub mod config;
 pub mod cookie;
 pub mod csrf;

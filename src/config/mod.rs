@@ -16,7 +16,7 @@ use url::Url;
 pub use env::{ENV_CLIENT_SECRET, ENV_REDIS_URL, ENV_SESSION_KEYS, EnvSource, NoEnv, ProcessEnv};
 pub use file::FileConfig;
 
-use crate::cookie::KeyRing;
+use crate::cookie::{KeyRing, SameSite};
 use crate::csrf::CsrfPolicy;
 use crate::routes::RouteTable;
 use crate::secret::Secret;
@@ -77,12 +77,6 @@ pub struct OidcConfig {
 pub enum StoreConfig {
     Memory { capacity: u64 },
     Redis { url: Secret, prefix: String },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SameSite {
-    Strict,
-    Lax,
 }
 
 #[derive(Debug)]

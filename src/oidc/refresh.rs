@@ -19,8 +19,8 @@ use openidconnect::{Nonce, OAuth2TokenResponse, RefreshToken, TokenResponse};
 
 use super::OidcError;
 use super::flow::{token_error, tokens_from};
+use crate::app::App;
 use crate::error::Error;
-use crate::pipeline::App;
 use crate::secret::Secret;
 use crate::session::{Loaded, Sessions, Tokens, now, random_token};
 

@@ -7,8 +7,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
+use crate::app::App;
 use crate::config::TokenEndpointAuth;
-use crate::pipeline::App;
 use crate::session::Tokens;
 
 fn form_encode(s: &str) -> String {

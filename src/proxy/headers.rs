@@ -90,12 +90,14 @@ pub struct Forwarding<'a> {
     pub proto: &'a str,
     pub host: &'a str,
     pub upstream_authority: &'a str,
-    pub our_cookies: [&'a str; 2],
+    /// The request's cookies without ours (the request's own `Cookie` headers were taken out
+    /// by the jar already).
+    pub cookie: Option<HeaderValue>,
     /// `Some` on token routes: `Some(Some(bearer))` attaches it, `Some(None)` sends none.
     pub authorization: Option<Option<HeaderValue>>,
 }
 
-pub fn prepare_request(headers: &mut HeaderMap, f: &Forwarding<'_>) {
+pub fn prepare_request(headers: &mut HeaderMap, f: Forwarding<'_>) {
     strip_hop_by_hop(headers);
     let spoofed: Vec<HeaderName> = headers
         .keys()
@@ -105,7 +107,7 @@ pub fn prepare_request(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     for name in spoofed {
         headers.remove(name);
     }
-    match crate::cookie::strip(headers, &f.our_cookies) {
+    match f.cookie {
         Some(kept) => {
             headers.insert(COOKIE, kept);
         }
@@ -113,10 +115,10 @@ pub fn prepare_request(headers: &mut HeaderMap, f: &Forwarding<'_>) {
             headers.remove(COOKIE);
         }
     }
-    if let Some(auth) = &f.authorization {
+    if let Some(auth) = f.authorization {
         headers.remove(AUTHORIZATION);
         if let Some(bearer) = auth {
-            headers.insert(AUTHORIZATION, bearer.clone());
+            headers.insert(AUTHORIZATION, bearer);
         }
     }
     for (name, value) in [
@@ -148,7 +150,7 @@ mod tests {
             proto: "https",
             host: "app.example",
             upstream_authority: "10.0.0.1:9000",
-            our_cookies: ["__Host-g", "__Host-g-login"],
+            cookie: None,
             authorization: auth,
         }
     }
@@ -175,7 +177,7 @@ mod tests {
                 HeaderValue::from_static("evil"),
             );
         }
-        prepare_request(&mut h, &forwarding(None));
+        prepare_request(&mut h, forwarding(None));
         assert_eq!(h["x-forwarded-for"], "192.0.2.1");
         assert_eq!(h["x-forwarded-host"], "app.example");
         assert_eq!(h["host"], "10.0.0.1:9000");
@@ -198,28 +200,24 @@ mod tests {
     }
 
     #[test]
-    fn token_routes_replace_client_authorization_and_drop_our_cookies() {
+    fn token_routes_replace_client_authorization_and_forward_only_the_jars_cookies() {
         let mut h = HeaderMap::new();
         h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer forged"));
-        h.insert(
-            COOKIE,
-            HeaderValue::from_static("a=1; __Host-g=sealed; __Host-g-login=x"),
-        );
-        prepare_request(
-            &mut h,
-            &forwarding(Some(Some(HeaderValue::from_static("Bearer real")))),
-        );
+        h.insert(COOKIE, HeaderValue::from_static("__Host-g=sealed"));
+        let mut f = forwarding(Some(Some(HeaderValue::from_static("Bearer real"))));
+        f.cookie = Some(HeaderValue::from_static("a=1"));
+        prepare_request(&mut h, f);
         assert_eq!(h[AUTHORIZATION], "Bearer real");
         assert_eq!(h[COOKIE], "a=1");
 
         let mut h = HeaderMap::new();
         h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer forged"));
-        prepare_request(&mut h, &forwarding(Some(None)));
+        prepare_request(&mut h, forwarding(Some(None)));
         assert!(h.get(AUTHORIZATION).is_none());
 
         let mut h = HeaderMap::new();
         h.insert(AUTHORIZATION, HeaderValue::from_static("Basic abc"));
-        prepare_request(&mut h, &forwarding(None));
+        prepare_request(&mut h, forwarding(None));
         assert_eq!(
             h[AUTHORIZATION], "Basic abc",
             "auth = none routes leave Authorization alone"

@@ -11,8 +11,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::app::{App, StartError};
 use crate::config::Config;
-use crate::pipeline::{self, App, StartError};
+use crate::pipeline;
 
 /// Largest request head (request line + headers) accepted, per connection buffer.
 const MAX_HEADER_BYTES: usize = 64 * 1024;

@@ -12,11 +12,10 @@ pub use store::{Store, StoreError};
 
 use std::time::Duration;
 
-use http::HeaderMap;
 use zeroize::Zeroizing;
 
-use crate::config::{SameSite, SessionConfig};
-use crate::cookie::{self, KeyRing};
+use crate::config::SessionConfig;
+use crate::cookie::{Jar, KeyRing, SameSite};
 
 /// Login transactions live this long (state, nonce and PKCE verifier expire with them).
 pub const LOGIN_TTL: Duration = Duration::from_secs(600);
@@ -79,8 +78,8 @@ impl Sessions {
     }
 
     /// The session cookie's secret, from the first value of our cookie that opens.
-    pub fn cookie_secret(&self, headers: &HeaderMap) -> Option<CookieSecret> {
-        cookie::values(headers, &self.cookie_name)
+    pub fn cookie_secret(&self, jar: &Jar) -> Option<CookieSecret> {
+        jar.session_values()
             .find_map(|v| self.keys.open(&self.cookie_name, v))
             .and_then(|plain| CookieSecret::from_bytes(&plain))
     }
@@ -309,9 +308,10 @@ impl Sessions {
     }
 
     /// The browser's login-binding key, from its login cookie.
-    pub fn login_binding(&self, headers: &HeaderMap) -> Option<Zeroizing<[u8; 32]>> {
-        cookie::values(headers, &self.login_cookie_name)
-            .find_map(|v| self.keys.open(&self.login_cookie_name, v))
+    pub fn login_binding(&self, jar: &Jar) -> Option<Zeroizing<[u8; 32]>> {
+        jar.login_cookies()
+            .filter(|(name, _)| *name == self.login_cookie_name)
+            .find_map(|(_, v)| self.keys.open(&self.login_cookie_name, v))
             .and_then(|plain| {
                 let arr: [u8; 32] = plain.as_slice().try_into().ok()?;
                 Some(Zeroizing::new(arr))

@@ -1,0 +1,52 @@
+//! The shared state every request borrows: the config, the provider client, the sessions,
+//! the upstream client and the refresh flights. Everything else points down to this module.
+
+use crate::config::Config;
+use crate::cookie::CookieNames;
+use crate::oidc::Oidc;
+use crate::oidc::refresh::Flights;
+use crate::proxy::Forwarder;
+use crate::session::{Sessions, Store, StoreError};
+
+/// Everything a request needs, shared by all connections.
+pub struct App {
+    pub config: Config,
+    pub oidc: Oidc,
+    pub sessions: Sessions,
+    pub forwarder: Forwarder,
+    pub flights: Flights,
+    /// The cookie names the request jar classifies as ours.
+    pub cookie_names: CookieNames,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot build the provider HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot set up TLS to upstreams (server.upstream_ca_file): {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+impl App {
+    pub fn new(mut config: Config) -> Result<App, StartError> {
+        let store = Store::new(&config.session.store, config.session.store_timeout)?;
+        let keys = std::mem::replace(
+            &mut config.session.keys,
+            crate::cookie::KeyRing::new(Vec::new()),
+        );
+        let sessions = Sessions::new(&config.session, store, keys);
+        Ok(App {
+            oidc: Oidc::new(&config.oidc)?,
+            forwarder: Forwarder::new(
+                config.server.upstream_connect_timeout,
+                &config.server.upstream_ca,
+            )?,
+            cookie_names: CookieNames::new(&config.session.cookie_name),
+            sessions,
+            flights: Flights::default(),
+            config,
+        })
+    }
+}
