@@ -11,7 +11,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use gatehouse::config::{Config, NoEnv};
 use gatehouse::cookie::{CookieNames, Jar, KEY_LEN, KeyRing};
 use gatehouse::secret::Secret;
-use gatehouse::session::{CookieSecret, Sessions, Store, Tokens, now};
+use gatehouse::session::{CookieSecret, Identity, Sessions, Store, Tokens, now};
 use http::HeaderMap;
 use http::header::{COOKIE, HeaderValue};
 use serde_json::json;
@@ -88,7 +88,14 @@ fn session(sessions: &Sessions) -> gatehouse::session::Session {
         "name": "Alice Example",
     });
     let claims = claims.as_object().cloned().unwrap_or_default();
-    sessions.new_session("alice".into(), Some("sid-1".into()), claims, tokens)
+    let identity = Identity {
+        sub: "alice".into(),
+        sid: Some("sid-1".into()),
+        claims,
+        aud: vec!["bff".into()],
+        auth_time: Some(now()),
+    };
+    sessions.new_session(identity, tokens)
 }
 
 /// Creates a session and returns the request headers a browser would then send.

@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::cookie::CookieNames;
+use crate::endpoints::CallbacksInFlight;
 use crate::oidc::Oidc;
 use crate::oidc::refresh::Flights;
 use crate::proxy::Forwarder;
@@ -17,6 +18,8 @@ pub struct App {
     pub flights: Flights,
     /// The cookie names the request jar classifies as ours.
     pub cookie_names: CookieNames,
+    /// Login callbacks being processed here, so one `state` is completed once.
+    pub callbacks: CallbacksInFlight,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +49,7 @@ impl App {
             cookie_names: CookieNames::new(&config.session.cookie_name),
             sessions,
             flights: Flights::default(),
+            callbacks: CallbacksInFlight::default(),
             config,
         })
     }

@@ -25,6 +25,11 @@ pub enum Error {
     NoRoute,
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("request head larger than the limit")]
+    HeadTooLarge,
+    /// The `Host` is not ours; `Some` redirects a navigation to the public origin.
+    #[error("request names a host that is not this application's")]
+    WrongHost(Option<String>),
     #[error("logout request lacks this session's sid")]
     LogoutForbidden,
     #[error(transparent)]
@@ -59,6 +64,21 @@ impl Error {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "method not allowed",
+            ),
+            Error::HeadTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "header_too_large",
+                "request headers too large",
+            ),
+            Error::WrongHost(Some(_)) => (
+                StatusCode::TEMPORARY_REDIRECT,
+                "wrong_host",
+                "this application lives at another address",
+            ),
+            Error::WrongHost(None) => (
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected_request",
+                "this server does not answer for that host",
             ),
             Error::LogoutForbidden => (
                 StatusCode::FORBIDDEN,
@@ -95,6 +115,11 @@ impl Error {
 
     /// JSON for API clients; a small HTML page for browser navigations (`wants_html`).
     pub fn into_response(self, wants_html: bool) -> Response<Body> {
+        if let Error::WrongHost(Some(to)) = &self {
+            let mut res = response::redirect(to);
+            *res.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+            return res;
+        }
         let (status, code, message) = self.parts();
         let mut res = if wants_html {
             response::html(

@@ -10,6 +10,7 @@
 //! - [`app`]: the shared state every request borrows (`App`)
 //! - [`pipeline`]: the per-request lifecycle and its context (`Ctx`)
 //! - [`endpoints`]: `/auth/login`, `/auth/callback`, `/auth/user`, `/auth/logout`, health
+//! - [`host`]: which `Host` a request may name (DNS rebinding)
 //! - [`routes`]: route table, longest-prefix match, path safety
 //! - [`csrf`]: the anti-forgery check
 //! - [`redirect`]: `return_to` validation
@@ -26,6 +27,7 @@ pub mod cookie;
 pub mod csrf;
 pub mod endpoints;
 pub mod error;
+pub mod host;
 pub mod oidc;
 pub mod pipeline;
 pub mod proxy;

@@ -1,23 +1,31 @@
-//! The per-request lifecycle, in one place: read the request once into a [`Ctx`] → check the
-//! path → pick the endpoint or route → anti-forgery check → load the session → refresh →
-//! rewrite headers → forward → log.
+//! The per-request lifecycle, in one place: read the request once into a [`Ctx`] → refuse
+//! what no route may see (method, head size, host, path) → pick the endpoint or route →
+//! anti-forgery check → load the session → refresh → rewrite the request → forward →
+//! rewrite the response → log.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::ACCEPT;
-use http::{HeaderValue, Method, Request, Response};
+use http::header::{ACCEPT, SET_COOKIE};
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::app::App;
 use crate::cookie::Jar;
 use crate::error::Error;
+use crate::host::{self, Verdict};
 use crate::proxy::headers::{self, Forwarding};
 use crate::response::Body;
 use crate::routes::{AuthMode, Route, is_routable_path};
 use crate::{csrf, endpoints};
+
+/// Largest request head accepted: the request line and header lines as HTTP/1.1 writes them
+/// (`name: value\r\n` each), counted exactly whatever the protocol or TCP segmentation.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most header fields a request may carry.
+pub const MAX_HEADERS: usize = 100;
 
 /// What one request carries through the phases: read from the request once, filled in as
 /// the phases learn more, and summed up in the access log line.
@@ -33,6 +41,10 @@ pub struct Ctx<'a> {
     pub route: &'a str,
     /// Whether a live session was found.
     pub session: bool,
+    /// Size of the request head as HTTP/1.1 writes it (see [`MAX_HEAD_BYTES`]).
+    pub head_bytes: usize,
+    /// `Set-Cookie` values every answer to this request carries, errors included.
+    pub set_cookies: Vec<HeaderValue>,
 }
 
 impl<'a> Ctx<'a> {
@@ -43,6 +55,7 @@ impl<'a> Ctx<'a> {
             .get(ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("text/html"));
+        let head_bytes = head_size(req.method(), req.uri(), req.headers());
         Ctx {
             peer,
             started: Instant::now(),
@@ -51,6 +64,8 @@ impl<'a> Ctx<'a> {
             jar: Jar::take(req.headers_mut(), &app.cookie_names),
             route: "-",
             session: false,
+            head_bytes,
+            set_cookies: Vec::new(),
         }
     }
 }
@@ -62,10 +77,13 @@ pub async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let mut ctx = Ctx::read(&app, peer, &mut req);
-    let response = match dispatch(&app, req, &mut ctx).await {
+    let mut response = match dispatch(&app, req, &mut ctx).await {
         Ok(res) => res,
         Err(e) => error_response(&app, &ctx, e),
     };
+    for cookie in ctx.set_cookies.drain(..) {
+        response.headers_mut().append(SET_COOKIE, cookie);
+    }
     tracing::info!(
         method = %ctx.method,
         route = ctx.route,
@@ -100,10 +118,7 @@ async fn dispatch<'a>(
     req: Request<Incoming>,
     ctx: &mut Ctx<'a>,
 ) -> Result<Response<Body>, Error> {
-    let path = req.uri().path();
-    if !is_routable_path(path) {
-        return Err(Error::BadPath);
-    }
+    refuse_unroutable(app, &req, ctx)?;
     let req = match endpoints::dispatch(app, req, ctx).await? {
         Ok(res) => return Ok(res),
         Err(req) => req,
@@ -115,6 +130,50 @@ async fn dispatch<'a>(
         .ok_or(Error::NoRoute)?;
     ctx.route = &route.prefix;
     forward(app, route, req, ctx).await
+}
+
+/// The checks every request passes before any endpoint or route sees it.
+fn refuse_unroutable(app: &App, req: &Request<Incoming>, ctx: &Ctx<'_>) -> Result<(), Error> {
+    // TRACE echoes the request (cookies included) back; CONNECT would tunnel anywhere.
+    if matches!(*req.method(), Method::TRACE | Method::CONNECT) {
+        return Err(Error::MethodNotAllowed);
+    }
+    if ctx.head_bytes > MAX_HEAD_BYTES || req.headers().len() > MAX_HEADERS {
+        return Err(Error::HeadTooLarge);
+    }
+    let server = &app.config.server;
+    if !host::is_exempt(req.uri().path()) {
+        match host::check(
+            req.method(),
+            req.uri(),
+            req.headers(),
+            &server.allowed_hosts,
+            &server.origin,
+        ) {
+            Verdict::Allowed => {}
+            Verdict::Redirect(to) => return Err(Error::WrongHost(Some(to))),
+            Verdict::Misdirected => return Err(Error::WrongHost(None)),
+        }
+    }
+    if !is_routable_path(req.uri().path()) {
+        return Err(Error::BadPath);
+    }
+    Ok(())
+}
+
+/// The request line and header lines as HTTP/1.1 writes them, with the final empty line.
+fn head_size(method: &Method, uri: &http::Uri, headers: &HeaderMap) -> usize {
+    // Absolute-form and HTTP/2 targets count their scheme and authority too.
+    let target = uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| {
+            a.as_str().len() + uri.scheme_str().map_or(0, str::len) + "://".len()
+        });
+    let line = method.as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
+    let fields: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
+        .sum();
+    line + fields + 2
 }
 
 /// The proxy path: authenticate, attach the token, forward.
@@ -150,9 +209,12 @@ async fn forward(
         upstream_authority: route.upstream.authority.as_str(),
         cookie: ctx.jar.forward(),
         authorization,
+        strip: &server.strip_request_headers,
     };
     headers::prepare_request(req.headers_mut(), forwarding);
-    app.forwarder.forward(req, route).await
+    let mut res = app.forwarder.forward(req, route).await?;
+    headers::drop_our_set_cookies(res.headers_mut(), &app.cookie_names);
+    Ok(res)
 }
 
 fn bearer(token: &str) -> Result<HeaderValue, Error> {

@@ -363,7 +363,8 @@ async fn replayed_callback_is_refused_and_creates_no_session() {
     let mut b = stack.browser();
     let at_provider = b.start_login("/").await;
     let back = b.authorize(&at_provider).await;
-    let login_cookie = b.jar.get(LOGIN_COOKIE).cloned().unwrap();
+    let login_cookies = b.login_cookies();
+    assert_eq!(login_cookies.len(), 1);
     let res = b.callback(&back).await;
     assert_eq!(res.status(), 200);
     let session = b.session_cookie().unwrap();
@@ -378,15 +379,21 @@ async fn replayed_callback_is_refused_and_creates_no_session() {
     );
     assert_eq!(b.session_cookie(), Some(session));
 
-    // The login cookie and URL alone (no session): refused in full.
+    // The login cookie and URL alone (no session): refused in full, before the provider is
+    // asked again (a reused code could make it revoke the first login's tokens).
     let mut other = stack.browser();
-    other.jar.insert(LOGIN_COOKIE.into(), login_cookie);
+    other.jar.extend(login_cookies);
     let res = other.callback(&back).await;
     assert_refused(&stack, &mut other, res, 400, "login state is unknown").await;
     assert_eq!(
         stack.provider.stats().token_code,
         1,
         "the code went out once"
+    );
+    assert_eq!(
+        b.api(Method::GET, "/api/x").await.status(),
+        200,
+        "the first login still works"
     );
 }
 

@@ -86,7 +86,11 @@ async fn expect_continue_without_a_session_is_answered_401_before_any_body() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let stack = Stack::start().await;
     let mut s = tokio::net::TcpStream::connect(stack.gh.addr).await.unwrap();
-    s.write_all(b"POST /api/upload HTTP/1.1\r\nHost: x\r\nX-CSRF: 1\r\nContent-Length: 1000000\r\nExpect: 100-continue\r\n\r\n").await.unwrap();
+    let head = format!(
+        "POST /api/upload HTTP/1.1\r\nHost: {}\r\nX-CSRF: 1\r\nContent-Length: 1000000\r\nExpect: 100-continue\r\n\r\n",
+        stack.gh.addr
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
     let mut buf = vec![0u8; 1024];
     let n = tokio::time::timeout(std::time::Duration::from_secs(2), s.read(&mut buf))
         .await

@@ -44,7 +44,7 @@ async fn a_full_flow_logs_no_token_code_state_cookie_or_client_secret() {
     // Login, step by step, keeping every secret the flow carries.
     let at_provider = b.start_login("/app").await;
     let state = query_param(&at_provider, "state");
-    let login_cookie = b.jar.get(LOGIN_COOKIE).expect("login cookie").clone();
+    let (_, login_cookie) = b.login_cookies().pop().expect("login cookie");
     let back = b.authorize(&at_provider).await;
     let code = query_param(&back, "code");
     assert_eq!(b.callback(&back).await.status(), 200);

@@ -201,7 +201,8 @@ async fn paths_that_could_change_meaning_upstream_are_refused() {
         "/api\\x",
     ] {
         let raw = format!(
-            "GET {path} HTTP/1.1\r\nHost: x\r\nX-CSRF: 1\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nX-CSRF: 1\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n",
+            stack.gh.addr
         );
         assert_eq!(raw_status(stack.gh.addr, &raw).await, 400, "{path}");
     }
@@ -212,15 +213,27 @@ async fn paths_that_could_change_meaning_upstream_are_refused() {
 async fn absolute_form_targets_cannot_pick_another_upstream() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let stack = Stack::start().await;
-    let mut s = tokio::net::TcpStream::connect(stack.gh.addr).await.unwrap();
-    s.write_all(b"GET http://169.254.169.254/latest HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let send = |raw: String| async move {
+        let mut s = tokio::net::TcpStream::connect(stack.gh.addr).await.unwrap();
+        s.write_all(raw.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    let foreign = send("GET http://169.254.169.254/latest HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n".into()).await;
+    assert!(foreign.starts_with("HTTP/1.1 421"), "{foreign}");
+    assert_eq!(stack.upstream.count(), 0, "nobody was contacted");
+
+    let ours = send(format!(
+        "GET http://{addr}/latest HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
+        addr = stack.gh.addr
+    ))
+    .await;
+    assert!(ours.starts_with("HTTP/1.1 200"), "{ours}");
     let seen = stack.upstream.last();
     assert_eq!(
         seen.path_and_query, "/latest",
-        "the configured upstream answered, nobody else"
+        "the configured upstream answered, with the path only"
     );
     assert_eq!(
         seen.header("host"),
@@ -308,7 +321,8 @@ async fn oversized_request_headers_are_refused_before_routing() {
     let stack = Stack::start().await;
     let big = "a".repeat(100 * 1024);
     let raw = format!(
-        "GET /api/x HTTP/1.1\r\nHost: x\r\nX-CSRF: 1\r\nX-Big: {big}\r\nConnection: close\r\n\r\n"
+        "GET /api/x HTTP/1.1\r\nHost: {}\r\nX-CSRF: 1\r\nX-Big: {big}\r\nConnection: close\r\n\r\n",
+        stack.gh.addr
     );
     let status = raw_status(stack.gh.addr, &raw).await;
     assert_eq!(status, 431, "a 100 KiB header is refused");

@@ -12,7 +12,6 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use redis::AsyncCommands as _;
 use reqwest::Method;
 use support::*;
 
@@ -136,47 +135,146 @@ async fn redis_restart_answers_503_meanwhile_and_loses_no_session() {
     drop(restarted);
 }
 
+/// `[oidc]` lines that make a refresh claim's lease short: 2 s provider timeout, and the
+/// shortest lease then is 2 + 2 × 0.5 + 2 = 5 s.
+const SHORT_LEASE: &str = "timeout = \"2s\"";
+
+fn short_lease_config(provider: &TestProvider, upstream: &EchoUpstream, session: &str) -> String {
+    config(provider, upstream, session).replacen(
+        "[session]",
+        &format!("{SHORT_LEASE}\n\n[session]\nstore_timeout = \"500ms\""),
+        1,
+    )
+}
+
 #[tokio::test]
-async fn a_crashed_refresh_lock_holder_blocks_the_session_no_longer_than_the_lease() {
+async fn a_crashed_refresh_claim_holder_blocks_the_session_no_longer_than_the_lease() {
+    // No rotation: the dead holder's grant left the refresh token valid for the next one.
     let provider = TestProvider::start(ProviderOptions {
         access_token_ttl: Duration::from_secs(2),
+        refresh_rotation: false,
+        token_delay: Duration::from_millis(1500),
         ..ProviderOptions::default()
     })
     .await;
     let upstream = EchoUpstream::start().await;
     let prefix = unique_prefix("crash");
-    let session = redis_session(&prefix, "refresh_lock_lease = \"1500ms\"");
-    let gh = Gatehouse::start(&config(&provider, &upstream, &session)).await;
-    let mut b = Browser::new(&gh.origin);
+    let text = short_lease_config(&provider, &upstream, &redis_session(&prefix, ""));
+    let mut doomed = Isolated::start(&text).await;
+    let survivor = Gatehouse::start(&text).await;
+    let mut b = Browser::new(&survivor.origin);
     b.login("/").await;
+    let cookie = b.session_cookie().unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // due for refresh
 
-    // A holder that took the lock and died: nobody renews or releases it.
-    let mut conn = redis().await;
-    let sessions: Vec<String> = conn.keys(format!("{prefix}s:*")).await.unwrap();
-    assert_eq!(sessions.len(), 1);
-    let lock = format!("{}:refresh", sessions[0]);
-    let _: () = redis::cmd("SET")
-        .arg(&lock)
-        .arg("crashed-holder")
-        .arg("PX")
-        .arg(1500)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    // The doomed instance claims the refresh and dies while the provider answers.
+    let http = reqwest::Client::new();
+    let doomed_call = http
+        .get(doomed.url("/api/x"))
+        .header("x-csrf", "1")
+        .header("cookie", format!("{COOKIE}={cookie}"))
+        .send();
+    tokio::spawn(doomed_call);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while provider.stats().token_refresh == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the doomed instance never refreshed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let crashed_at = Instant::now();
+    doomed.crash();
 
-    tokio::time::sleep(Duration::from_millis(1100)).await; // the token is now due for refresh
-    let started = Instant::now();
-    let res = b.api(Method::GET, "/api/x").await;
-    let waited = started.elapsed();
-    assert_eq!(res.status(), 200);
+    // The survivor honours the dead claim (never a second refresh token presentation while
+    // it holds), then takes over once its lease ran out.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = b.api(Method::GET, "/api/x").await.status();
+        if status == 200 && provider.stats().token_refresh == 2 {
+            break;
+        }
+        assert!(
+            status == 200 || status == 503,
+            "never a logout while waiting: {status}"
+        );
+        assert!(Instant::now() < deadline, "the survivor never took over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let waited = crashed_at.elapsed();
     assert!(
-        waited < Duration::from_millis(1500),
-        "blocked {waited:?}, longer than the lease"
-    );
-    assert_eq!(
-        provider.stats().token_refresh,
-        1,
-        "refreshed once the dead holder's lease ran out"
+        waited < Duration::from_millis(5000 + 1500),
+        "blocked {waited:?}, longer than the 5 s lease"
     );
     assert_eq!(provider.stats().refresh_reuse, 0);
+}
+
+#[tokio::test]
+async fn a_store_restart_while_the_provider_answers_loses_no_rotated_token() {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("gh-redis-{port}-{}", std::process::id()));
+    let mut redis = PrivateRedis::start(port, dir.clone());
+    redis.wait_up().await;
+    let provider = TestProvider::start(ProviderOptions {
+        access_token_ttl: Duration::from_secs(2),
+        token_delay: Duration::from_millis(800),
+        ..ProviderOptions::default()
+    })
+    .await;
+    let upstream = EchoUpstream::start().await;
+    let session = format!("store = \"redis\"\nredis_url = \"redis://127.0.0.1:{port}\"");
+    let text = short_lease_config(&provider, &upstream, &session);
+    let (a, other) = tokio::join!(Gatehouse::start(&text), Gatehouse::start(&text));
+    let mut b = Browser::new(&a.origin);
+    b.login("/").await;
+    let cookie = b.session_cookie().unwrap();
+    provider.set(|m| m.expires_in = support::provider::Override::Value(serde_json::json!(300)));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // The refresh is under way at the provider (which rotates at once) when Redis goes away;
+    // it comes back before the claim runs out.
+    let http = reqwest::Client::new();
+    let call = tokio::spawn(
+        http.get(a.url("/api/x"))
+            .header("x-csrf", "1")
+            .header("cookie", format!("{COOKIE}={cookie}"))
+            .send(),
+    );
+    while provider.stats().token_refresh == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    redis.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let restarted = PrivateRedis::start(port, dir);
+    restarted.wait_up().await;
+
+    let res = call.await.unwrap().unwrap();
+    assert_eq!(
+        res.status(),
+        200,
+        "the holder stored its tokens once Redis was back"
+    );
+    // The other instance reconnects too (a 503 meanwhile, never a 401) and sees the new tokens.
+    let mut on_other = Browser::new(&other.origin);
+    on_other.jar.insert(COOKIE.into(), cookie);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = on_other.api(Method::GET, "/api/x").await.status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "never a logout");
+        assert!(
+            Instant::now() < deadline,
+            "the other instance never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stats = provider.stats();
+    assert_eq!(stats.token_refresh, 1, "one refresh, never repeated");
+    assert_eq!(
+        stats.refresh_reuse, 0,
+        "the rotated-out token was never presented again"
+    );
+    drop(restarted);
 }

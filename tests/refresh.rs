@@ -87,14 +87,14 @@ async fn fifty_parallel_requests_on_two_instances_refresh_exactly_once() {
 }
 
 #[tokio::test]
-async fn a_provider_slower_than_the_lock_lease_still_sees_one_refresh() {
+async fn a_slow_provider_still_sees_one_refresh_across_instances() {
     let opts = ProviderOptions {
         token_delay: Duration::from_millis(900),
         ..short_lived()
     };
     let provider = TestProvider::start(opts).await;
     let upstream = EchoUpstream::start().await;
-    let session = redis_session(&unique_prefix("slow"), "refresh_lock_lease = \"300ms\"");
+    let session = redis_session(&unique_prefix("slow"), "");
     let (a, b) = two_instances(&provider, &upstream, &session).await;
     let mut browser = Browser::new(&a.origin);
     browser.login("/").await;
@@ -249,4 +249,109 @@ async fn a_browser_that_cancels_mid_refresh_does_not_lose_the_rotated_tokens() {
         stats.refresh_reuse, 0,
         "the rotated-out refresh token was never presented again"
     );
+}
+
+#[tokio::test]
+async fn a_refresh_that_completes_after_logout_has_its_new_tokens_revoked() {
+    let opts = ProviderOptions {
+        token_delay: Duration::from_millis(800),
+        ..short_lived()
+    };
+    let stack = Stack::with(opts, "").await;
+    let mut b = stack.browser();
+    b.login("/").await;
+    let cookie = b.session_cookie().unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let http = reqwest::Client::new();
+    let refreshing = tokio::spawn(
+        http.get(stack.gh.url("/api/x"))
+            .header("x-csrf", "1")
+            .header("cookie", format!("{COOKIE}={cookie}"))
+            .send(),
+    );
+    while stack.provider.stats().token_refresh == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The user logs out while the provider is still answering the refresh.
+    assert_eq!(b.api(Method::POST, "/auth/logout").await.status(), 200);
+    let at_logout = stack.provider.stats().revocations.len();
+    assert_eq!(at_logout, 2, "logout revoked the tokens it knew");
+    let res = refreshing.await.unwrap().unwrap();
+    assert_eq!(res.status(), 401, "the refresh found the session gone");
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let revoked = stack.provider.stats().revocations;
+        if revoked.len() == 4 {
+            let distinct: std::collections::HashSet<_> = revoked.iter().collect();
+            assert_eq!(
+                distinct.len(),
+                4,
+                "the refresh's own tokens were revoked: {revoked:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the minted tokens were not revoked: {revoked:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_refreshed_id_token_updates_the_claims_the_spa_sees() {
+    let stack = Stack::with(short_lived(), "").await;
+    let mut b = stack.browser();
+    b.login("/").await;
+    let user: serde_json::Value = b.api(Method::GET, "/auth/user").await.json().await.unwrap();
+    assert_eq!(user["claims"]["name"], "Alice Example");
+    stack
+        .provider
+        .set(|m| m.name = support::provider::Override::Wrong);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(b.api(Method::GET, "/api/x").await.status(), 200);
+    assert_eq!(stack.provider.stats().token_refresh, 1);
+    let user: serde_json::Value = b.api(Method::GET, "/auth/user").await.json().await.unwrap();
+    assert_eq!(user["claims"]["name"], "Renamed Example");
+}
+
+#[tokio::test]
+async fn a_refreshed_id_token_for_another_audience_ends_the_session() {
+    let stack = Stack::with(short_lived(), "").await;
+    let mut b = stack.browser();
+    b.login("/").await;
+    // Still contains us (so the verifier passes), but not the login's audience any more.
+    stack.provider.set(|m| {
+        m.refresh_aud = support::provider::Audience::Value(serde_json::json!(["bff", "another"]))
+    });
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(b.api(Method::GET, "/api/x").await.status(), 401);
+    assert!(logs().contains("session ended: refreshed id token rejected"));
+}
+
+#[tokio::test]
+async fn a_refreshed_id_token_with_another_auth_time_ends_the_session() {
+    let stack = Stack::with(short_lived(), "").await;
+    let mut b = stack.browser();
+    b.login("/").await;
+    stack
+        .provider
+        .set(|m| m.auth_time = support::provider::Override::Wrong);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(b.api(Method::GET, "/api/x").await.status(), 401);
+    assert!(logs().contains("refreshed id token has another auth_time"));
+}
+
+#[tokio::test]
+async fn expires_in_zero_does_not_mean_a_refresh_on_every_request() {
+    let stack = Stack::start().await;
+    stack
+        .provider
+        .set(|m| m.expires_in = support::provider::Override::Value(serde_json::json!(0)));
+    let mut b = stack.browser();
+    b.login("/").await;
+    for _ in 0..5 {
+        assert_eq!(b.api(Method::GET, "/api/x").await.status(), 200);
+    }
+    assert_eq!(stack.provider.stats().token_refresh, 0);
 }

@@ -23,7 +23,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_CLOCK_SKEW: &str = "60s";
 pub const DEFAULT_MAX_ID_TOKEN_AGE: &str = "10m";
 pub const DEFAULT_REFRESH_SKEW: &str = "60s";
-pub const DEFAULT_REFRESH_LOCK_LEASE: &str = "5s";
+/// Margin for clock differences between instances, added to the shortest refresh lease.
+pub const REFRESH_LEASE_MARGIN: &str = "2s";
+pub const DEFAULT_IDLE_CONNECTION_TIMEOUT: &str = "60s";
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
 pub const DEFAULT_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 pub const DEFAULT_ALGS: [&str; 3] = ["RS256", "PS256", "ES256"];
 
@@ -51,6 +54,13 @@ pub struct ServerFile {
     pub upstream_connect_timeout: Option<String>,
     /// PEM file of extra CA certificates trusted for https:// upstreams (private CAs).
     pub upstream_ca_file: Option<String>,
+    /// `Host` values accepted besides `public_origin`'s (DNS rebinding defence).
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Close a connection that has no request in flight for this long.
+    pub idle_timeout: Option<String>,
+    pub max_connections_per_ip: Option<usize>,
+    /// Extra request headers to strip (names, or prefixes ending in `*`).
+    pub strip_request_headers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,7 +101,7 @@ pub struct SessionFile {
     pub max_lifetime: Option<String>,
     pub memory_capacity: Option<u64>,
     pub store_timeout: Option<String>,
-    /// Lease of the cross-instance refresh lock; renewed while the provider call runs.
+    /// How long a refresh claim holds; at least oidc.timeout + 2 × store_timeout + 2s.
     pub refresh_lock_lease: Option<String>,
 }
 

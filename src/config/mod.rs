@@ -47,6 +47,15 @@ pub struct ServerConfig {
     pub upstream_connect_timeout: Duration,
     /// Extra CA certificates for https:// upstreams, besides the public web roots.
     pub upstream_ca: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// `Host` / `:authority` values accepted (lowercase `host[:port]`); anything else is 421.
+    pub allowed_hosts: Vec<String>,
+    /// A connection with no request in flight for this long is closed (HTTP/1 keep-alive and
+    /// HTTP/2 alike, pings or not).
+    pub idle_timeout: Duration,
+    /// Open connections per client IP; 0 = no per-IP cap.
+    pub max_connections_per_ip: usize,
+    /// Extra request headers never forwarded: exact lowercase names, or prefixes (`x-corp-*`).
+    pub strip_request_headers: Vec<crate::proxy::headers::HeaderPattern>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,13 +93,15 @@ pub struct SessionConfig {
     pub store: StoreConfig,
     pub keys: KeyRing,
     pub cookie_name: String,
-    /// Name of the short-lived cookie that binds a login in progress to this browser.
-    pub login_cookie_name: String,
     pub same_site: SameSite,
     pub idle_timeout: Duration,
     pub max_lifetime: Duration,
     pub store_timeout: Duration,
+    /// How long a refresh claim holds: always longer than one provider call plus the token
+    /// write, so a claim never runs out while its holder may still present the refresh token.
     pub refresh_lock_lease: Duration,
+    /// Allowance for clocks that differ between instances, inside every lease.
+    pub refresh_lease_margin: Duration,
     /// Key prefix in the store (Redis), shared by sessions and login transactions.
     pub key_prefix: String,
 }

@@ -3,13 +3,13 @@
 //!
 //! Rules:
 //! 1. `state` and `nonce` are 128 random bits each, PKCE is S256; all three live only in the
-//!    login transaction, sealed with the browser's login-binding key, for 10 minutes, once.
+//!    login transaction, sealed in the browser's login cookie, for 10 minutes, once.
 //! 2. A response with a duplicated `code`, `state`, `iss` or `error` is refused.
 //! 3. RFC 9207: `iss` must equal our issuer when present, and must be present when the
 //!    provider advertises `authorization_response_iss_parameter_supported`.
 //! 4. Tokens are kept only after the ID token passed every check.
 
-use openidconnect::core::{CoreAuthenticationFlow, CoreErrorResponseType};
+use openidconnect::core::{CoreAuthenticationFlow, CoreErrorResponseType, CoreIdTokenClaims};
 use openidconnect::{
     AuthorizationCode, CsrfToken, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
     RequestTokenError, Scope, TokenResponse,
@@ -18,10 +18,21 @@ use url::Url;
 
 use super::{Oidc, OidcError, error_chain};
 use crate::secret::Secret;
-use crate::session::{LoginTxn, Tokens, now};
+use crate::session::{Identity, LoginTxn, Tokens, now};
 
-/// Access-token lifetime assumed when the provider sends no `expires_in`.
+/// Access-token lifetime assumed when the provider sends no `expires_in`, or 0.
 pub const DEFAULT_EXPIRES_IN: i64 = 300;
+/// Longest access-token lifetime believed: a token said to live longer is refreshed after a day.
+pub const MAX_EXPIRES_IN: i64 = 86_400;
+
+/// The lifetime to plan refreshes with: 0 or missing (which would mean a refresh on every
+/// request) gets the default, absurdly long values are capped.
+pub fn access_lifetime(expires_in: Option<i64>) -> i64 {
+    match expires_in {
+        Some(secs) if secs > 0 => secs.min(MAX_EXPIRES_IN),
+        _ => DEFAULT_EXPIRES_IN,
+    }
+}
 
 /// Claims that are protocol machinery, not facts about the user; `/auth/user` leaves them out.
 const TECHNICAL_CLAIMS: [&str; 11] = [
@@ -39,16 +50,16 @@ const TECHNICAL_CLAIMS: [&str; 11] = [
 ];
 
 pub struct LoginStart {
+    /// The authorization request (it carries the state: never log it).
     pub url: Url,
-    pub state: String,
     pub txn: LoginTxn,
 }
 
 /// The parameters of an authorization response, each present at most once.
 #[derive(Debug, Default)]
 pub struct CallbackParams {
-    pub code: Option<String>,
-    pub state: Option<String>,
+    pub code: Option<Secret>,
+    pub state: Option<Secret>,
     pub iss: Option<String>,
     pub error: Option<String>,
 }
@@ -57,14 +68,14 @@ impl CallbackParams {
     pub fn parse(query: Option<&str>) -> Result<CallbackParams, OidcError> {
         let mut p = CallbackParams::default();
         for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-            let (slot, name) = match &*k {
-                "code" => (&mut p.code, "code"),
-                "state" => (&mut p.state, "state"),
-                "iss" => (&mut p.iss, "iss"),
-                "error" => (&mut p.error, "error"),
-                _ => continue,
+            let duplicate = match &*k {
+                "code" => p.code.replace(Secret::new(v)).is_some().then_some("code"),
+                "state" => p.state.replace(Secret::new(v)).is_some().then_some("state"),
+                "iss" => p.iss.replace(v.into_owned()).is_some().then_some("iss"),
+                "error" => p.error.replace(v.into_owned()).is_some().then_some("error"),
+                _ => None,
             };
-            if slot.replace(v.into_owned()).is_some() {
+            if let Some(name) = duplicate {
                 return Err(OidcError::DuplicateParam(name));
             }
         }
@@ -73,9 +84,7 @@ impl CallbackParams {
 }
 
 pub struct LoginResult {
-    pub sub: String,
-    pub sid: Option<String>,
-    pub claims: serde_json::Map<String, serde_json::Value>,
+    pub identity: Identity,
     pub tokens: Tokens,
 }
 
@@ -98,13 +107,12 @@ impl Oidc {
         let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
         Ok(LoginStart {
             url,
-            state: state.secret().clone(),
-            txn: LoginTxn {
-                pkce_verifier: Secret::new(verifier.secret().clone()),
-                nonce: Secret::new(nonce.secret().clone()),
+            txn: LoginTxn::new(
+                Secret::new(state.secret().clone()),
+                Secret::new(verifier.secret().clone()),
+                Secret::new(nonce.secret().clone()),
                 return_to,
-                created_at: now(),
-            },
+            ),
         })
     }
 
@@ -130,13 +138,13 @@ impl Oidc {
     /// transaction's nonce.
     pub async fn finish_login(
         &self,
-        code: String,
+        code: &Secret,
         txn: &LoginTxn,
     ) -> Result<LoginResult, OidcError> {
         let provider = self.provider()?;
         let response = provider
             .client
-            .exchange_code(AuthorizationCode::new(code))
+            .exchange_code(AuthorizationCode::new(code.expose().to_owned()))
             .set_pkce_verifier(PkceCodeVerifier::new(txn.pkce_verifier.expose().to_owned()))
             .request_async(self.http())
             .await
@@ -147,20 +155,8 @@ impl Oidc {
         })?;
         let nonce = Nonce::new(txn.nonce.expose().to_owned());
         let claims = self.verify_id_token(&provider, id_token, &nonce).await?;
-
-        let mut user = match serde_json::to_value(&claims) {
-            Ok(serde_json::Value::Object(map)) => map,
-            _ => serde_json::Map::new(),
-        };
-        // `sid` is not modelled by the claims type; read it from the verified token's payload.
-        let sid = verified_payload_claim(&id_token.to_string(), "sid");
-        for k in TECHNICAL_CLAIMS {
-            user.remove(k);
-        }
         Ok(LoginResult {
-            sub: claims.subject().as_str().to_owned(),
-            sid,
-            claims: user,
+            identity: identity(&claims, &id_token.to_string()),
             tokens: tokens_from(&response, Some(Secret::new(id_token.to_string())), None),
         })
     }
@@ -196,10 +192,11 @@ pub(super) fn tokens_from(
     keep_refresh: Option<Secret>,
 ) -> Tokens {
     let now = now();
-    let expires_in = response
-        .expires_in()
-        .and_then(|d| i64::try_from(d.as_secs()).ok())
-        .unwrap_or(DEFAULT_EXPIRES_IN);
+    let expires_in = access_lifetime(
+        response
+            .expires_in()
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+    );
     Tokens {
         access_token: Secret::new(response.access_token().secret().clone()),
         issued_at: now,
@@ -221,6 +218,30 @@ pub(super) fn check_bearer(token_type: &str) -> Result<(), OidcError> {
         Err(OidcError::InvalidTokenResponse(format!(
             "token_type {token_type:?} is not bearer"
         )))
+    }
+}
+
+/// Who a verified ID token is about: `sub`, `sid`, `aud`, `auth_time`, and the user claims
+/// that `/auth/user` shows (protocol machinery removed).
+pub(super) fn identity(claims: &CoreIdTokenClaims, jwt: &str) -> Identity {
+    let mut user = match serde_json::to_value(claims) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    for k in TECHNICAL_CLAIMS {
+        user.remove(k);
+    }
+    Identity {
+        sub: claims.subject().as_str().to_owned(),
+        // `sid` is not modelled by the claims type; read it from the verified token's payload.
+        sid: verified_payload_claim(jwt, "sid"),
+        claims: user,
+        aud: claims
+            .audiences()
+            .iter()
+            .map(|a| a.as_str().to_owned())
+            .collect(),
+        auth_time: claims.auth_time().map(|t| t.timestamp()),
     }
 }
 

@@ -5,11 +5,18 @@
 //!    half the token's lifetime).
 //! 2. `invalid_grant` ends the session (401). A provider that is down or slow keeps it: the
 //!    old token is used while still valid, else 503 with `Retry-After`.
-//! 3. A new ID token must pass validation and keep the same `iss` and `sub`, else the session ends.
+//! 3. A new ID token must pass validation and keep the same `iss`, `sub`, `aud` and (when
+//!    both carry it) `auth_time` (OIDC Core §12.2), else the session ends; its user claims
+//!    replace the session's.
 //! 4. Single flight everywhere: one refresh per session in this process (`Flights`), and across
-//!    instances a store lock whose lease is renewed while the provider call runs; a crashed
-//!    holder blocks nobody longer than the lease. Whoever gets the lock re-reads first, so a
-//!    refresh token is never presented twice.
+//!    instances a claim written into the session record by compare-and-set. Only the claim's
+//!    holder presents the refresh token, and only while the claim holds: its lease is longer
+//!    than one provider call plus the token write (config validation enforces it). A crashed
+//!    holder blocks nobody longer than the lease.
+//! 5. New tokens are written by compare-and-set on the record version the holder claimed; a
+//!    write never lands over tokens written after it. A store that fails meanwhile is retried
+//!    until the claim runs out. Tokens that cannot be stored (the session ended meanwhile, or
+//!    the write was overtaken) are revoked at the provider.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,14 +25,17 @@ use std::time::{Duration, Instant};
 use openidconnect::{Nonce, OAuth2TokenResponse, RefreshToken, TokenResponse};
 
 use super::OidcError;
-use super::flow::{token_error, tokens_from};
+use super::flow::{identity, token_error, tokens_from};
 use crate::app::App;
 use crate::error::Error;
 use crate::secret::Secret;
-use crate::session::{Loaded, Sessions, Tokens, now, random_token};
+use crate::session::{Identity, Loaded, Session, TokenWrite, Tokens, now, now_ms, random_token};
 
 /// How often a request waiting for another instance's refresh re-reads the session.
-const LOCK_POLL: Duration = Duration::from_millis(50);
+const CLAIM_POLL: Duration = Duration::from_millis(50);
+/// First and longest delay between retries of a token write the store refused.
+const WRITE_RETRY_FIRST: Duration = Duration::from_millis(50);
+const WRITE_RETRY_MAX: Duration = Duration::from_millis(500);
 
 /// Whether the access token is due for refresh at `now`.
 pub fn due(tokens: &Tokens, skew: i64, now: i64) -> bool {
@@ -57,15 +67,6 @@ impl Flights {
         if Arc::strong_count(flight) <= 2 {
             map.remove(key);
         }
-    }
-}
-
-/// Renews the refresh lock while a provider call runs; stops when dropped.
-struct Renewer(tokio::task::JoinHandle<()>);
-
-impl Drop for Renewer {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -133,75 +134,58 @@ async fn reload(app: &App, loaded: &mut Loaded) -> Result<(), Error> {
     Ok(())
 }
 
-async fn refresh_in_flight(app: &App, loaded: &mut Loaded, skew: i64) -> Result<Secret, Error> {
-    // A request of this instance may have refreshed while we waited for the flight.
-    reload(app, loaded).await?;
-    if !due(&loaded.session.tokens, skew, now()) {
-        return Ok(loaded.session.tokens.access_token.clone());
-    }
-    let store = &app.sessions.store;
-    let lock_key = Sessions::refresh_lock_key(loaded);
+async fn refresh_in_flight(
+    app: &Arc<App>,
+    loaded: &mut Loaded,
+    skew: i64,
+) -> Result<Secret, Error> {
     let owner = random_token();
     let lease = app.config.session.refresh_lock_lease;
-    let deadline = Instant::now() + lease + app.config.oidc.timeout;
-    while !store.try_lock(&lock_key, &owner, lease).await? {
-        // Another instance is refreshing: wait for its tokens instead of refreshing again.
-        tokio::time::sleep(LOCK_POLL).await;
+    // Waiting for another holder is bounded by what one refresh may take; past that the
+    // current token is used while valid, else 503, and a later request waits again.
+    let give_up = Instant::now() + app.config.oidc.timeout + app.config.session.store_timeout * 2;
+    loop {
+        // A request of this instance, or another instance, may have refreshed meanwhile.
         reload(app, loaded).await?;
         if !due(&loaded.session.tokens, skew, now()) {
             return Ok(loaded.session.tokens.access_token.clone());
         }
-        if Instant::now() > deadline {
-            return keep_or_fail(loaded, "another instance holds the refresh lock".into());
+        let held_by_other = loaded
+            .session
+            .refresh_claim
+            .as_ref()
+            .is_some_and(|c| c.owner != owner && c.until_ms > now_ms());
+        if held_by_other {
+            if Instant::now() > give_up {
+                return keep_or_fail(loaded, "another instance holds the refresh claim".into());
+            }
+            tokio::time::sleep(CLAIM_POLL).await;
+            continue;
+        }
+        if app.sessions.claim_refresh(loaded, &owner, lease).await? {
+            break;
         }
     }
-    let renewer = {
-        let (store, lock_key, owner) = (store.clone(), lock_key.clone(), owner.clone());
-        Renewer(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(lease / 3).await;
-                match store.renew_lock(&lock_key, &owner, lease).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!("refresh lock lost while refreshing");
-                        return;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "could not renew the refresh lock"),
-                }
-            }
-        }))
-    };
-    let result = refresh_locked(app, loaded, skew).await;
-    drop(renewer);
-    if let Err(e) = store.unlock(&lock_key, &owner).await {
-        tracing::warn!(error = %e, "could not release the refresh lock; it expires with its lease");
-    }
-    result
+    refresh_claimed(app, loaded, &owner).await
 }
 
-/// Holding the lock: re-read (an instance may have finished just before we got it), then
-/// refresh and store the new tokens.
-async fn refresh_locked(app: &App, loaded: &mut Loaded, skew: i64) -> Result<Secret, Error> {
-    reload(app, loaded).await?;
-    if !due(&loaded.session.tokens, skew, now()) {
-        return Ok(loaded.session.tokens.access_token.clone());
-    }
+/// Holding the claim: present the refresh token once and store what comes back.
+async fn refresh_claimed(
+    app: &Arc<App>,
+    loaded: &mut Loaded,
+    owner: &str,
+) -> Result<Secret, Error> {
     let Some(refresh_token) = loaded.session.tokens.refresh_token.clone() else {
         if now() < loaded.session.tokens.access_expires_at {
+            app.sessions.release_refresh(loaded, owner).await;
             return Ok(loaded.session.tokens.access_token.clone());
         }
         app.sessions.destroy(loaded).await?;
         tracing::info!("session ended: access token expired and there is no refresh token");
         return Err(Error::Unauthenticated);
     };
-    match refresh(app, loaded, &refresh_token).await {
-        Ok(tokens) => {
-            if !app.sessions.write_tokens(loaded, tokens).await? {
-                return Err(Error::Unauthenticated);
-            }
-            tracing::debug!("access token refreshed");
-            Ok(loaded.session.tokens.access_token.clone())
-        }
+    match refresh(app, &loaded.session, &refresh_token).await {
+        Ok(refreshed) => store(app, loaded, owner, &refresh_token, refreshed).await,
         Err(OidcError::TokenRejected(code)) if code == "invalid_grant" => {
             app.sessions.destroy(loaded).await?;
             tracing::info!("session ended: the provider refused the refresh token");
@@ -212,8 +196,88 @@ async fn refresh_locked(app: &App, loaded: &mut Loaded, skew: i64) -> Result<Sec
             tracing::warn!(error = %e, "session ended: refreshed id token rejected");
             Err(Error::Unauthenticated)
         }
-        Err(e) => keep_or_fail(loaded, e.to_string()),
+        Err(e) => {
+            app.sessions.release_refresh(loaded, owner).await;
+            keep_or_fail(loaded, e.to_string())
+        }
     }
+}
+
+/// Writes the refreshed tokens under the claim, retrying a failing store while the claim
+/// holds. Tokens that end up stored nowhere are revoked.
+async fn store(
+    app: &Arc<App>,
+    loaded: &mut Loaded,
+    owner: &str,
+    presented: &Secret,
+    refreshed: Refreshed,
+) -> Result<Secret, Error> {
+    // The write must land while no other instance could take over, clock margin included.
+    let margin = i64::try_from(app.config.session.refresh_lease_margin.as_millis()).unwrap_or(0);
+    let deadline_ms = loaded
+        .session
+        .refresh_claim
+        .as_ref()
+        .map_or(0, |c| c.until_ms - margin);
+    let apply = |s: &mut Session| {
+        s.tokens = refreshed.tokens.clone();
+        if let Some(identity) = &refreshed.identity {
+            s.claims.clone_from(&identity.claims);
+        }
+    };
+    let mut delay = WRITE_RETRY_FIRST;
+    loop {
+        match app.sessions.write_tokens(loaded, owner, apply).await {
+            Ok(TokenWrite::Written) => {
+                tracing::debug!("access token refreshed");
+                return Ok(loaded.session.tokens.access_token.clone());
+            }
+            Ok(TokenWrite::Gone) => {
+                tracing::info!("session ended while refreshing; revoking the new tokens");
+                revoke_in_background(app, orphaned(&refreshed.tokens, presented));
+                return Err(Error::Unauthenticated);
+            }
+            Ok(TokenWrite::Lost) => {
+                tracing::warn!("refreshed tokens were overtaken by a newer write; revoking ours");
+                let mut ours = orphaned(&refreshed.tokens, presented);
+                if ours.refresh_token == loaded.session.tokens.refresh_token {
+                    ours.refresh_token = None;
+                }
+                revoke_in_background(app, ours);
+                return Ok(loaded.session.tokens.access_token.clone());
+            }
+            Err(e) if now_ms() + delay_ms(delay) < deadline_ms => {
+                tracing::warn!(error = %e, "could not store refreshed tokens; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(WRITE_RETRY_MAX);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "refreshed tokens could not be stored in time; revoking them");
+                revoke_in_background(app, orphaned(&refreshed.tokens, presented));
+                return Err(e.into());
+            }
+        }
+    }
+}
+
+fn delay_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The tokens a refresh minted that belong to nobody: the new access token, and the new
+/// refresh token when the provider rotated it (a non-rotated one is still the session's).
+fn orphaned(minted: &Tokens, presented: &Secret) -> Tokens {
+    let mut t = minted.clone();
+    if t.refresh_token.as_ref() == Some(presented) {
+        t.refresh_token = None;
+    }
+    t.id_token = None;
+    t
+}
+
+fn revoke_in_background(app: &Arc<App>, tokens: Tokens) {
+    let app = Arc::clone(app);
+    tokio::spawn(async move { super::revoke::revoke_tokens(&app, &tokens).await });
 }
 
 /// A transient failure: forward with the current token while it is valid, else 503.
@@ -226,8 +290,19 @@ fn keep_or_fail(loaded: &Loaded, why: String) -> Result<Secret, Error> {
     }
 }
 
+/// What one refresh-token grant returned.
+struct Refreshed {
+    tokens: Tokens,
+    /// Who the new ID token says the user is, when the response carried one.
+    identity: Option<Identity>,
+}
+
 /// One refresh-token grant; returns the new token set.
-async fn refresh(app: &App, loaded: &Loaded, refresh_token: &Secret) -> Result<Tokens, OidcError> {
+async fn refresh(
+    app: &App,
+    session: &Session,
+    refresh_token: &Secret,
+) -> Result<Refreshed, OidcError> {
     let provider = app.oidc.provider()?;
     let response = provider
         .client
@@ -236,22 +311,48 @@ async fn refresh(app: &App, loaded: &Loaded, refresh_token: &Secret) -> Result<T
         .await
         .map_err(token_error)?;
     super::flow::check_bearer(response.token_type().as_ref())?;
-    let old = &loaded.session.tokens;
+    let old = &session.tokens;
     let mut id_token = old.id_token.clone();
+    let mut identity_update = None;
     if let Some(new_id) = response.id_token() {
         // A refreshed ID token carries no nonce (OIDC Core §12.2).
         let claims = app
             .oidc
             .verify_id_token(&provider, new_id, |_: Option<&Nonce>| Ok(()))
             .await?;
-        if claims.subject().as_str() != loaded.session.sub {
-            return Err(OidcError::InvalidIdToken(
-                "refreshed id token has another sub".into(),
-            ));
-        }
-        id_token = Some(Secret::new(new_id.to_string()));
+        let jwt = new_id.to_string();
+        let new = identity(&claims, &jwt);
+        same_identity(session, &new)?;
+        id_token = Some(Secret::new(jwt));
+        identity_update = Some(new);
     }
-    Ok(tokens_from(&response, id_token, old.refresh_token.clone()))
+    Ok(Refreshed {
+        tokens: tokens_from(&response, id_token, old.refresh_token.clone()),
+        identity: identity_update,
+    })
+}
+
+/// OIDC Core §12.2: a refreshed ID token is about the same login (`iss` is checked by the
+/// verifier against the configured issuer).
+fn same_identity(session: &Session, new: &Identity) -> Result<(), OidcError> {
+    let refuse = |why: &str| {
+        Err(OidcError::InvalidIdToken(format!(
+            "refreshed id token {why}"
+        )))
+    };
+    if new.sub != session.sub {
+        return refuse("has another sub");
+    }
+    let as_set = |v: &[String]| v.iter().cloned().collect::<std::collections::BTreeSet<_>>();
+    if !session.aud.is_empty() && as_set(&session.aud) != as_set(&new.aud) {
+        return refuse("has another aud");
+    }
+    if let (Some(old), Some(new)) = (session.auth_time, new.auth_time)
+        && old != new
+    {
+        return refuse("has another auth_time");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,14 +2,19 @@
 //!
 //! Rules:
 //! 1. Hop-by-hop headers (and any named in `Connection`) never cross gatehouse.
-//! 2. Client-sent forwarding and identity headers (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`,
-//!    `X-Auth-Request-*`, …) are removed in every case and `_`/`-` spelling; gatehouse sets
-//!    `X-Forwarded-For/-Proto/-Host` itself from what it knows.
-//! 3. Gatehouse's own cookies never reach an upstream; other cookies pass.
+//! 2. Client-sent forwarding and identity headers that upstreams may trust (`Forwarded`,
+//!    `X-Forwarded-*`, `X-Real-IP`, `X-Auth-Request-*`, the identity headers of IAP, App
+//!    Service, Cloudflare Access, Kong, Envoy, …, plus `server.strip_request_headers`) are
+//!    removed in every case and `_`/`-` spelling; gatehouse sets `X-Forwarded-For/-Proto/-Host`
+//!    itself from what it knows.
+//! 3. Gatehouse's own cookies never reach an upstream; other cookies pass. An upstream's
+//!    `Set-Cookie` for one of our cookie names never reaches the browser.
 //! 4. On token routes a client-sent `Authorization` is always removed; only gatehouse sets it.
 
-use http::header::{AUTHORIZATION, CONNECTION, COOKIE, HOST};
+use http::header::{AUTHORIZATION, CONNECTION, COOKIE, HOST, SET_COOKIE};
 use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::cookie::CookieNames;
 
 const HOP_BY_HOP: [&str; 9] = [
     "connection",
@@ -22,33 +27,89 @@ const HOP_BY_HOP: [&str; 9] = [
     "transfer-encoding",
     "upgrade",
 ];
+/// A header name to strip: exact, or a prefix (written with a trailing `*` in config).
+/// Names compare lowercase, with `_` and `-` taken as the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderPattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl HeaderPattern {
+    /// `"X-Corp-User"` or `"X-Corp-*"`.
+    pub fn parse(raw: &str) -> Result<HeaderPattern, String> {
+        let (name, prefix) = match raw.strip_suffix('*') {
+            Some(p) => (p, true),
+            None => (raw, false),
+        };
+        let lower = name.to_ascii_lowercase();
+        if lower.is_empty() || HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            return Err(format!(
+                "{raw:?} is not a header name (or a prefix ending in *)"
+            ));
+        }
+        Ok(if prefix {
+            HeaderPattern::Prefix(lower)
+        } else {
+            HeaderPattern::Exact(lower)
+        })
+    }
+
+    fn matches(&self, name: &[u8]) -> bool {
+        match self {
+            HeaderPattern::Exact(e) => same_name(name, e.as_bytes()),
+            HeaderPattern::Prefix(p) => {
+                name.len() >= p.len() && same_name(&name[..p.len()], p.as_bytes())
+            }
+        }
+    }
+}
+
 /// Headers that proxies, load balancers and auth gateways use to assert a client address or
 /// an identity; upstreams may trust them, so a client must never be able to send them.
-const SPOOFABLE_EXACT: [&str; 16] = [
-    "forwarded",
-    "x-real-ip",
-    "x-client-ip",
-    "true-client-ip",
-    "cf-connecting-ip",
-    "x-cluster-client-ip",
-    "fastly-client-ip",
-    "x-original-url",
-    "x-original-uri",
-    "x-rewrite-url",
-    "remote-user",
-    "x-user",
-    "x-email",
-    "x-userinfo",
-    "x-id-token",
-    "x-access-token",
-];
-const SPOOFABLE_PREFIX: [&str; 6] = [
-    "x-forwarded-",
-    "x-auth-request-",
-    "x-original-forwarded-",
-    "x-remote-",
-    "x-authenticated-",
-    "x-amzn-oidc-",
+/// (name, is_prefix).
+const SPOOFABLE: [(&str, bool); 35] = [
+    ("forwarded", false),
+    ("x-real-ip", false),
+    ("x-client-ip", false),
+    ("true-client-ip", false),
+    ("cf-connecting-ip", false),
+    ("x-cluster-client-ip", false),
+    ("fastly-client-ip", false),
+    ("x-original-url", false),
+    ("x-original-uri", false),
+    ("x-original-host", false),
+    ("x-rewrite-url", false),
+    ("remote-user", false),
+    ("x-user", false),
+    ("x-email", false),
+    ("x-userinfo", false),
+    ("x-id-token", false),
+    ("x-access-token", false),
+    ("x-forwarded-", true),
+    ("x-auth-request-", true),
+    ("x-original-forwarded-", true),
+    ("x-remote-", true),
+    ("x-authenticated-", true),
+    ("x-amzn-oidc-", true),
+    // Apache mod_auth_openidc / Grafana-style auth proxies.
+    ("x-webauth-", true),
+    // Google IAP.
+    ("x-goog-authenticated-user-", true),
+    ("x-goog-iap-jwt-assertion", false),
+    // Azure App Service authentication.
+    ("x-ms-client-principal", true),
+    ("x-ms-token-", true),
+    // Cloudflare Access.
+    ("cf-access-jwt-assertion", false),
+    ("cf-access-authenticated-user-email", false),
+    // Kong.
+    ("x-consumer-", true),
+    ("x-credential-identifier", false),
+    ("x-anonymous-consumer", false),
+    // Envoy.
+    ("x-envoy-", true),
+    ("x-jwt-payload", false),
 ];
 
 /// `a` equals `b` when `_` and `-` are taken as the same (names are already lowercase).
@@ -59,12 +120,15 @@ fn same_name(a: &[u8], b: &[u8]) -> bool {
             .all(|(x, y)| x == y || (*x == b'_' && *y == b'-'))
 }
 
-fn is_spoofable(name: &HeaderName) -> bool {
+fn is_spoofable(name: &HeaderName, extra: &[HeaderPattern]) -> bool {
     let n = name.as_str().as_bytes();
-    SPOOFABLE_EXACT.iter().any(|e| same_name(n, e.as_bytes()))
-        || SPOOFABLE_PREFIX
-            .iter()
-            .any(|p| n.len() > p.len() && same_name(&n[..p.len()], p.as_bytes()))
+    SPOOFABLE.iter().any(|(p, prefix)| {
+        if *prefix {
+            n.len() >= p.len() && same_name(&n[..p.len()], p.as_bytes())
+        } else {
+            same_name(n, p.as_bytes())
+        }
+    }) || extra.iter().any(|p| p.matches(n))
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header lists.
@@ -84,6 +148,26 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes an upstream's `Set-Cookie` headers that would set, overwrite or clear one of
+/// gatehouse's own cookies (any case of the name): only gatehouse writes those.
+pub fn drop_our_set_cookies(headers: &mut HeaderMap, names: &CookieNames) {
+    let http::header::Entry::Occupied(entry) = headers.entry(SET_COOKIE) else {
+        return;
+    };
+    let all: Vec<HeaderValue> = entry.remove_entry_mult().1.collect();
+    for value in all {
+        let bytes = value.as_bytes();
+        let pair = bytes.split(|&b| b == b';').next().unwrap_or_default();
+        let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
+        let name = String::from_utf8_lossy(name);
+        if names.is_ours(name.trim()) {
+            tracing::warn!("dropped an upstream Set-Cookie for one of gatehouse's own cookies");
+            continue;
+        }
+        headers.append(SET_COOKIE, value);
+    }
+}
+
 /// What gatehouse adds to a forwarded request.
 pub struct Forwarding<'a> {
     pub client_ip: &'a str,
@@ -95,13 +179,15 @@ pub struct Forwarding<'a> {
     pub cookie: Option<HeaderValue>,
     /// `Some` on token routes: `Some(Some(bearer))` attaches it, `Some(None)` sends none.
     pub authorization: Option<Option<HeaderValue>>,
+    /// Configured extra headers to strip (`server.strip_request_headers`).
+    pub strip: &'a [HeaderPattern],
 }
 
 pub fn prepare_request(headers: &mut HeaderMap, f: Forwarding<'_>) {
     strip_hop_by_hop(headers);
     let spoofed: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| is_spoofable(n))
+        .filter(|n| is_spoofable(n, f.strip))
         .cloned()
         .collect();
     for name in spoofed {
@@ -152,6 +238,7 @@ mod tests {
             upstream_authority: "10.0.0.1:9000",
             cookie: None,
             authorization: auth,
+            strip: &[],
         }
     }
 

@@ -1,22 +1,25 @@
-//! The accept loop: HTTP/1.1 and HTTP/2 on one listener, a connection limit, header-read
-//! timeouts, and graceful shutdown that lets in-flight requests finish.
+//! The accept loop: HTTP/1.1 and HTTP/2 on one listener, connection limits (total and per
+//! client IP), header-read and idle timeouts, and graceful shutdown that lets in-flight
+//! requests finish.
 
+mod conn;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::app::{App, StartError};
 use crate::config::Config;
-use crate::pipeline;
+use crate::pipeline::{self, MAX_HEAD_BYTES, MAX_HEADERS};
+use conn::{Activity, PerIp, Tracked};
 
-/// Largest request head (request line + headers) accepted, per connection buffer.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
 const MAX_H2_STREAMS: u32 = 256;
 /// HTTP/2 pings: a peer that stops answering is dropped after twice this.
 const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
@@ -50,29 +53,23 @@ pub async fn run(
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let app = Arc::new(App::new(config)?);
+    serve(listener, Arc::new(App::new(config)?), shutdown).await;
+    Ok(())
+}
+
+/// Serves an already built `app` (tests keep a handle on it to look inside).
+pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
     let discovery = tokio::spawn(discover(Arc::clone(&app)));
-    let limit = Arc::new(Semaphore::new(app.config.server.max_connections));
-    let graceful = GracefulShutdown::new();
-
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(app.config.server.header_read_timeout)
-        .max_buf_size(MAX_HEADER_BYTES);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(H2_KEEP_ALIVE)
-        .keep_alive_timeout(H2_KEEP_ALIVE)
-        .max_concurrent_streams(MAX_H2_STREAMS)
-        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX));
-
-    let builder = Arc::new(builder);
+    let server = &app.config.server;
+    let limit = Arc::new(Semaphore::new(server.max_connections));
+    let per_ip = PerIp::new(server.max_connections_per_ip);
+    // Every connection task holds a sender; draining waits until all are dropped.
+    let (alive, mut drained) = mpsc::channel::<()>(1);
+    let (stop, stopping) = watch::channel(false);
+    let builder = Arc::new(builder(&app));
     tracing::info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-        origin = %app.config.server.origin,
+        origin = %server.origin,
         store = app.sessions.store.kind(),
         routes = app.config.routes.iter().count(),
         "gatehouse listening"
@@ -95,33 +92,100 @@ pub async fn run(
             tracing::warn!("connection limit reached, closing a new connection");
             continue;
         };
+        let Some(ip_slot) = per_ip.acquire(peer.ip()) else {
+            tracing::warn!("per-client connection limit reached, closing a new connection");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let app = Arc::clone(&app);
-        let (builder, watcher) = (Arc::clone(&builder), graceful.watcher());
+        let (app, builder, alive, stopping) = (
+            Arc::clone(&app),
+            Arc::clone(&builder),
+            alive.clone(),
+            stopping.clone(),
+        );
         tokio::spawn(async move {
-            // A connection that never says which protocol it speaks would hold its slot forever.
-            if !protocol_sniffed(&stream, app.config.server.header_read_timeout).await {
-                drop(permit);
-                return;
-            }
-            let service = service_fn(move |req| pipeline::handle(Arc::clone(&app), peer, req));
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-            drop(permit);
+            connection(app, &builder, stream, peer, stopping).await;
+            drop((permit, ip_slot, alive));
         });
     }
     drop(listener);
     discovery.abort();
     tracing::info!("shutting down: finishing in-flight requests");
+    let _ = stop.send(true);
+    drop(alive);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = drained.recv() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(app.config.server.shutdown_grace) => tracing::warn!("shutdown grace elapsed with connections still open"),
     }
-    Ok(())
+}
+
+fn builder(app: &App) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(app.config.server.header_read_timeout)
+        .max_headers(MAX_HEADERS)
+        // A memory bound only: the exact head-size limit is the pipeline's.
+        .max_buf_size(MAX_HEAD_BYTES * 2);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_KEEP_ALIVE)
+        .keep_alive_timeout(H2_KEEP_ALIVE)
+        .max_concurrent_streams(MAX_H2_STREAMS)
+        .max_header_list_size(u32::try_from(MAX_HEAD_BYTES * 2).unwrap_or(u32::MAX));
+    builder
+}
+
+/// Serves one connection until it ends, the server stops (graceful: in-flight requests
+/// finish), or it sits idle for `server.idle_timeout` with nothing in flight.
+async fn connection(
+    app: Arc<App>,
+    builder: &auto::Builder<TokioExecutor>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut stopping: watch::Receiver<bool>,
+) {
+    // A connection that never says which protocol it speaks would hold its slot forever.
+    if !protocol_sniffed(&stream, app.config.server.header_read_timeout).await {
+        return;
+    }
+    let idle_timeout = app.config.server.idle_timeout;
+    let activity = Activity::new();
+    let service = {
+        let activity = Arc::clone(&activity);
+        service_fn(move |req| {
+            let in_flight = activity.begin();
+            let app = Arc::clone(&app);
+            async move {
+                let res = pipeline::handle(app, peer, req).await?;
+                Ok::<_, Infallible>(res.map(|body| Tracked::new(body, in_flight)))
+            }
+        })
+    };
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stopping.wait_for(|stop| *stop), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = activity.idle(idle_timeout), if !closing => {
+                tracing::debug!("closing an idle connection");
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
 }
 
 /// Loads provider metadata, retrying with backoff until it succeeds.

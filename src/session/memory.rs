@@ -1,7 +1,8 @@
 //! The in-memory session store: one instance's sessions in a bounded cache, each entry
 //! expiring on its own TTL. Sessions never get evicted (a full store refuses new logins);
-//! everything else (login transactions, logout-token ids, back-channel indexes) lives in a
-//! second bounded cache that may evict, so a flood of `/auth/login` cannot crowd out sessions.
+//! the markers (used login states, logout-token ids) and back-channel indexes live in a second
+//! bounded cache. Only completed logins and verified logout tokens write there, so anonymous
+//! traffic cannot fill either.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +46,8 @@ impl Expiry<String, Entry> for PerEntryTtl {
 #[derive(Clone)]
 pub struct MemoryStore {
     cache: Cache<String, Entry>,
-    /// Login transactions, logout-token ids and indexes; evicts under pressure.
+    /// Used login states, logout-token ids and indexes; bounded, evicts only under a load
+    /// no anonymous client can create.
     side: Cache<String, Entry>,
     capacity: u64,
 }
@@ -60,20 +62,9 @@ impl MemoryStore {
         };
         Self {
             cache: build(capacity),
-            side: build(capacity.saturating_mul(2)),
+            side: build(capacity.saturating_mul(4)),
             capacity,
         }
-    }
-
-    /// Short-lived data that may be evicted under pressure (login transactions).
-    pub(super) fn set_side(&self, key: &str, value: &[u8], ttl: Duration) {
-        self.side.insert(
-            key.to_owned(),
-            Entry {
-                data: value.into(),
-                ttl,
-            },
-        );
     }
 
     pub(super) fn get(&self, key: &str) -> Option<Vec<u8>> {
@@ -126,8 +117,15 @@ impl MemoryStore {
         self.cache.remove(key).is_some()
     }
 
-    pub(super) fn take(&self, key: &str) -> Option<Vec<u8>> {
-        self.side.remove(key).map(|e| e.data.to_vec())
+    pub(super) fn exists(&self, key: &str) -> bool {
+        self.side.contains_key(key)
+    }
+
+    /// Entries held: sessions, and markers plus indexes (after pending expiries settled).
+    pub fn len(&self) -> (u64, u64) {
+        self.cache.run_pending_tasks();
+        self.side.run_pending_tasks();
+        (self.cache.entry_count(), self.side.entry_count())
     }
 
     pub(super) fn put_new(&self, key: &str, ttl: Duration) -> bool {
@@ -208,18 +206,17 @@ mod tests {
     use crate::session::Store;
 
     #[tokio::test]
-    async fn memory_entries_expire_and_take_hands_out_once() {
+    async fn memory_entries_expire_and_markers_are_written_once() {
         let s = Store::Memory(MemoryStore::new(10));
         s.set("k", b"v", Duration::from_millis(50)).await.unwrap();
         assert_eq!(s.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!(s.get("k").await.unwrap(), None);
 
-        s.set_ephemeral("t", b"once", Duration::from_secs(5))
-            .await
-            .unwrap();
-        assert!(s.take("t").await.unwrap().is_some());
-        assert!(s.take("t").await.unwrap().is_none());
+        assert!(!s.exists("t").await.unwrap());
+        assert!(s.put_new("t", Duration::from_secs(5)).await.unwrap());
+        assert!(!s.put_new("t", Duration::from_secs(5)).await.unwrap());
+        assert!(s.exists("t").await.unwrap());
     }
 
     #[tokio::test]
@@ -240,19 +237,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_flood_of_ephemeral_entries_never_evicts_a_session() {
+    async fn a_flood_of_markers_never_evicts_a_session() {
         let s = Store::Memory(MemoryStore::new(2));
         s.set("session", b"live", Duration::from_secs(5))
             .await
             .unwrap();
         for i in 0..100 {
-            s.set_ephemeral(&format!("login{i}"), b"txn", Duration::from_secs(5))
+            s.put_new(&format!("jti{i}"), Duration::from_secs(5))
                 .await
                 .unwrap();
         }
         if let Store::Memory(m) = &s {
-            m.side.run_pending_tasks();
-            assert!(m.side.entry_count() <= 4, "the side cache stays bounded");
+            assert!(m.len().1 <= 8, "the side cache stays bounded");
         }
         assert_eq!(
             s.get("session").await.unwrap().as_deref(),

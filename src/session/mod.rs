@@ -1,24 +1,23 @@
 //! Sessions: finding the browser's session from its cookie, loading it with one store round
-//! trip, enforcing idle and absolute expiry server-side, and login transactions.
+//! trip, enforcing idle and absolute expiry server-side, writing tokens by compare-and-set,
+//! and the login transactions that live in the browser until the callback (`login.rs`).
 
+mod login;
 mod memory;
 mod record;
 mod redis;
 mod store;
 
+pub use login::{LOGIN_TTL, LoginCookies, LoginTxn, MAX_PENDING_LOGINS, MAX_RETURN_TO};
 pub use memory::MemoryStore;
-pub use record::{CookieSecret, LoginTxn, Session, Tokens, now, now_ms, random_token};
+pub use record::{CookieSecret, RefreshClaim, Session, Tokens, now, now_ms, random_token};
 pub use store::{Store, StoreError};
 
 use std::time::Duration;
 
-use zeroize::Zeroizing;
-
 use crate::config::SessionConfig;
 use crate::cookie::{Jar, KeyRing, SameSite};
-
-/// Login transactions live this long (state, nonce and PKCE verifier expire with them).
-pub const LOGIN_TTL: Duration = Duration::from_secs(600);
+use crate::secret::Secret;
 /// The longest the idle clock goes unwritten: sliding costs a write per session per
 /// min(this, idle timeout / 4) at most, not one per request.
 const MAX_TOUCH_INTERVAL_MS: i64 = 5_000;
@@ -47,8 +46,26 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn secs(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+/// Who logged in, from the verified ID token.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub sub: String,
+    pub sid: Option<String>,
+    /// User claims for `/auth/user` (protocol claims removed).
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    pub aud: Vec<String>,
+    pub auth_time: Option<i64>,
+}
+
+/// How [`Sessions::write_tokens`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenWrite {
+    /// The new tokens are stored.
+    Written,
+    /// The session is gone (logged out or expired meanwhile).
+    Gone,
+    /// Someone else's tokens or claim are in the record now; ours were not written.
+    Lost,
 }
 
 /// Sessions and login transactions over a [`Store`].
@@ -56,7 +73,7 @@ pub struct Sessions {
     pub store: Store,
     keys: KeyRing,
     pub cookie_name: String,
-    pub login_cookie_name: String,
+    pub login: LoginCookies,
     pub same_site: SameSite,
     pub idle: Duration,
     pub max_lifetime: Duration,
@@ -69,7 +86,7 @@ impl Sessions {
             store,
             keys,
             cookie_name: config.cookie_name.clone(),
-            login_cookie_name: config.login_cookie_name.clone(),
+            login: LoginCookies::new(&config.cookie_name),
             same_site: config.same_site,
             idle: config.idle_timeout,
             max_lifetime: config.max_lifetime,
@@ -185,26 +202,86 @@ impl Sessions {
         }))
     }
 
-    /// Stores new tokens into the session, merging with whatever was written meanwhile (an
-    /// idle-clock slide): tokens change only under the refresh lock, so nothing newer is lost.
-    /// Returns false when the session is gone.
+    /// Takes the refresh claim of `loaded` for `owner` until `lease` from now, by
+    /// compare-and-set on the record as it was read. False when the record changed since
+    /// (someone else claimed, refreshed or slid it): re-read and decide again.
+    pub async fn claim_refresh(
+        &self,
+        loaded: &mut Loaded,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let previous = loaded.session.refresh_claim.replace(RefreshClaim {
+            owner: owner.to_owned(),
+            until_ms: now_ms().saturating_add(millis(lease)),
+        });
+        let wrote = self.update(loaded).await?;
+        if !wrote {
+            loaded.session.refresh_claim = previous;
+        }
+        Ok(wrote)
+    }
+
+    /// Gives a claim back without new tokens (the refresh failed transiently). Best effort:
+    /// a claim that cannot be released expires with its lease.
+    pub async fn release_refresh(&self, loaded: &mut Loaded, owner: &str) {
+        for _ in 0..3 {
+            if loaded
+                .session
+                .refresh_claim
+                .as_ref()
+                .is_none_or(|c| c.owner != owner)
+            {
+                return;
+            }
+            loaded.session.refresh_claim = None;
+            match self.update(loaded).await {
+                Ok(true) | Err(_) => return,
+                Ok(false) => match self.reload(loaded).await {
+                    Ok(Some(current)) => *loaded = current,
+                    _ => return,
+                },
+            }
+        }
+    }
+
+    /// Writes the tokens of a refresh that `owner` holds the claim for: `apply` puts them
+    /// into the record, the token version goes up and the claim is released, all in one
+    /// compare-and-set. A record that changed meanwhile only by an idle-clock slide is
+    /// re-read and written again; one whose claim or token version moved on is never
+    /// overwritten.
     pub async fn write_tokens(
         &self,
         loaded: &mut Loaded,
-        tokens: Tokens,
-    ) -> Result<bool, StoreError> {
-        loaded.session.tokens = tokens;
-        for _ in 0..5 {
-            if self.update(loaded).await? {
-                return Ok(true);
+        owner: &str,
+        apply: impl Fn(&mut Session),
+    ) -> Result<TokenWrite, StoreError> {
+        let base_version = loaded.session.token_version;
+        for _ in 0..8 {
+            let mut next = loaded.clone();
+            apply(&mut next.session);
+            next.session.token_version = base_version.wrapping_add(1);
+            next.session.refresh_claim = None;
+            if self.update(&mut next).await? {
+                *loaded = next;
+                return Ok(TokenWrite::Written);
             }
-            let Some(mut current) = self.reload(loaded).await? else {
-                return Ok(false);
+            let Some(current) = self.reload(loaded).await? else {
+                return Ok(TokenWrite::Gone);
             };
-            current.session.tokens = loaded.session.tokens.clone();
+            let still_ours = current.session.token_version == base_version
+                && current
+                    .session
+                    .refresh_claim
+                    .as_ref()
+                    .is_some_and(|c| c.owner == owner);
+            if !still_ours {
+                *loaded = current;
+                return Ok(TokenWrite::Lost);
+            }
             *loaded = current;
         }
-        Ok(false)
+        Ok(TokenWrite::Lost)
     }
 
     /// Ends every session of the provider session `sid`; returns how many were found.
@@ -234,17 +311,48 @@ impl Sessions {
     /// Records a logout token's `jti`; false when it was seen before (a replay).
     /// `ttl` must cover the longest a logout token is accepted, so no replay outlives its record.
     pub async fn first_use_of_jti(&self, jti: &str, ttl: Duration) -> Result<bool, StoreError> {
-        self.store
-            .put_new(
-                &record::store_key(&self.prefix, "jti:", jti.as_bytes()),
-                ttl,
-            )
-            .await
+        self.store.put_new(&self.jti_key(jti), ttl).await
     }
 
-    /// Key of the refresh lock of this session.
-    pub fn refresh_lock_key(loaded: &Loaded) -> String {
-        format!("{}:refresh", loaded.key)
+    /// Forgets a recorded `jti`, so that a provider retrying a logout that failed half-way is
+    /// not refused as a replay.
+    pub async fn forget_jti(&self, jti: &str) -> Result<(), StoreError> {
+        self.store.delete(&self.jti_key(jti)).await.map(drop)
+    }
+
+    fn jti_key(&self, jti: &str) -> String {
+        record::store_key(&self.prefix, "jti:", jti.as_bytes())
+    }
+
+    /// Whether the login of `state` was completed already (a replayed callback).
+    pub async fn state_used(&self, state: &str) -> Result<bool, StoreError> {
+        self.store.exists(&self.state_key(state)).await
+    }
+
+    /// Records that the login of `state` completed; false when another callback recorded it
+    /// first. Kept while the transaction could still be presented.
+    pub async fn mark_state_used(&self, state: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.store.put_new(&self.state_key(state), ttl).await
+    }
+
+    fn state_key(&self, state: &str) -> String {
+        record::store_key(&self.prefix, "st:", state.as_bytes())
+    }
+
+    /// The `Set-Cookie` name and value that carry a new login's transaction.
+    pub fn login_cookie(&self, txn: &LoginTxn) -> Result<(String, String), StoreError> {
+        let value = self.login.seal(&self.keys, txn).ok_or(StoreError::Seal)?;
+        Ok((self.login.name(txn.state.expose()), value))
+    }
+
+    /// The live login transaction of `state` in this browser's cookies.
+    pub fn open_login(&self, jar: &Jar, state: &str) -> Option<LoginTxn> {
+        self.login.open(&self.keys, jar, state)
+    }
+
+    /// Login cookies to clear before a new one is set (see [`LoginCookies::to_drop`]).
+    pub fn logins_to_drop<'j>(&self, jar: &'j Jar) -> Vec<&'j str> {
+        self.login.to_drop(&self.keys, jar)
     }
 
     /// Writes `loaded.session` back unless the stored record changed since it was read.
@@ -287,75 +395,21 @@ impl Sessions {
     }
 
     /// A new session record for a user who just logged in.
-    pub fn new_session(
-        &self,
-        sub: String,
-        sid: Option<String>,
-        claims: serde_json::Map<String, serde_json::Value>,
-        tokens: Tokens,
-    ) -> Session {
+    pub fn new_session(&self, identity: Identity, tokens: Tokens) -> Session {
         let now = now_ms();
         Session {
-            handle: random_token(),
-            sub,
-            sid,
-            claims,
+            handle: Secret::new(random_token()),
+            sub: identity.sub,
+            sid: identity.sid,
+            claims: identity.claims,
+            aud: identity.aud,
+            auth_time: identity.auth_time,
             tokens,
+            token_version: 0,
+            refresh_claim: None,
             created_at_ms: now,
             last_seen_ms: now,
             expires_at_ms: now.saturating_add(millis(self.max_lifetime)),
-        }
-    }
-
-    /// The browser's login-binding key, from its login cookie.
-    pub fn login_binding(&self, jar: &Jar) -> Option<Zeroizing<[u8; 32]>> {
-        jar.login_cookies()
-            .filter(|(name, _)| *name == self.login_cookie_name)
-            .find_map(|(_, v)| self.keys.open(&self.login_cookie_name, v))
-            .and_then(|plain| {
-                let arr: [u8; 32] = plain.as_slice().try_into().ok()?;
-                Some(Zeroizing::new(arr))
-            })
-    }
-
-    /// The sealed login cookie value for a binding key.
-    pub fn login_cookie_value(&self, binding: &[u8; 32]) -> String {
-        self.keys.seal(&self.login_cookie_name, binding)
-    }
-
-    pub async fn put_login(
-        &self,
-        binding: &[u8; 32],
-        state: &str,
-        txn: &LoginTxn,
-    ) -> Result<(), StoreError> {
-        let key = record::store_key(&self.prefix, "l:", state.as_bytes());
-        let sealed = record::seal(binding, &key, txn).ok_or(StoreError::Seal)?;
-        self.store.set_ephemeral(&key, &sealed, LOGIN_TTL).await
-    }
-
-    /// Takes the login transaction for `state` (one use only). `None` when it is unknown,
-    /// expired, already used, or was started in another browser (it does not open with this
-    /// browser's binding key).
-    pub async fn take_login(
-        &self,
-        binding: Option<&[u8; 32]>,
-        state: &str,
-    ) -> Result<Option<LoginTxn>, StoreError> {
-        let key = record::store_key(&self.prefix, "l:", state.as_bytes());
-        // Taken atomically, so two callbacks can never both use it.
-        let Some(raw) = self.store.take(&key).await? else {
-            return Ok(None);
-        };
-        let txn: Option<LoginTxn> = binding.and_then(|b| record::open(b, &key, &raw));
-        match txn {
-            Some(txn) => Ok(Some(txn).filter(|t| now() - t.created_at <= secs(LOGIN_TTL))),
-            None => {
-                // Another browser presented this state: it must not burn the real owner's
-                // login, so the transaction goes back (its own created_at still bounds it).
-                self.store.set_ephemeral(&key, &raw, LOGIN_TTL).await?;
-                Ok(None)
-            }
         }
     }
 }

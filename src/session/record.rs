@@ -139,13 +139,25 @@ pub struct Tokens {
 pub struct Session {
     /// Public random handle (not the session id): put in logout URLs so a cross-site page,
     /// which cannot read it, cannot log the user out.
-    pub handle: String,
+    pub handle: Secret,
     pub sub: String,
     /// The provider's session id (`sid` claim), for back-channel logout.
     pub sid: Option<String>,
     /// The ID token's user claims, shown to the SPA by `/auth/user`.
     pub claims: serde_json::Map<String, serde_json::Value>,
+    /// The login ID token's `aud` and `auth_time`: a refreshed ID token must keep them
+    /// (OIDC Core §12.2).
+    #[serde(default)]
+    pub aud: Vec<String>,
+    #[serde(default)]
+    pub auth_time: Option<i64>,
     pub tokens: Tokens,
+    /// Bumped by every token write: a refresh that started from an older version never lands.
+    #[serde(default)]
+    pub token_version: u64,
+    /// A refresh in progress: only its holder presents the refresh token until it expires.
+    #[serde(default)]
+    pub refresh_claim: Option<RefreshClaim>,
     /// Unix milliseconds (milliseconds, so that short idle timeouts are exact).
     pub created_at_ms: i64,
     pub last_seen_ms: i64,
@@ -153,13 +165,13 @@ pub struct Session {
     pub expires_at_ms: i64,
 }
 
-/// A login in progress, keyed by its `state`, sealed with the browser's login-binding key.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct LoginTxn {
-    pub pkce_verifier: Secret,
-    pub nonce: Secret,
-    pub return_to: String,
-    pub created_at: i64,
+/// Who is refreshing a session's tokens, and until when. Written into the record itself by
+/// compare-and-set, so two instances can never both hold it, on any store topology.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshClaim {
+    pub owner: String,
+    /// Unix milliseconds after which another instance may take over.
+    pub until_ms: i64,
 }
 
 pub fn now() -> i64 {

@@ -12,23 +12,9 @@ use super::store::{StoreError, millis};
 pub struct RedisStore {
     conn: ConnectionManager,
     cas: Arc<redis::Script>,
-    renew: Arc<redis::Script>,
-    unlock: Arc<redis::Script>,
     index_add: Arc<redis::Script>,
     timeout: Duration,
 }
-
-const RENEW_SCRIPT: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0";
-
-const UNLOCK_SCRIPT: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0";
 
 /// Adds a session key to an index, first dropping members whose session is gone, so an
 /// index never outgrows the user's live sessions.
@@ -58,8 +44,6 @@ impl RedisStore {
         Ok(Self {
             conn,
             cas: Arc::new(redis::Script::new(CAS_SCRIPT)),
-            renew: Arc::new(redis::Script::new(RENEW_SCRIPT)),
-            unlock: Arc::new(redis::Script::new(UNLOCK_SCRIPT)),
             index_add: Arc::new(redis::Script::new(INDEX_ADD_SCRIPT)),
             timeout,
         })
@@ -100,31 +84,8 @@ impl RedisStore {
             .map(|n| n > 0)
     }
 
-    pub(super) async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.bounded(self.conn.clone().get_del(key)).await
-    }
-
-    pub(super) async fn renew_lock(
-        &self,
-        key: &str,
-        owner: &str,
-        lease: Duration,
-    ) -> Result<bool, StoreError> {
-        let mut invocation = self.renew.key(key);
-        invocation.arg(owner).arg(millis(lease));
-        let mut conn = self.conn.clone();
-        self.bounded(invocation.invoke_async::<i64>(&mut conn))
-            .await
-            .map(|n| n == 1)
-    }
-
-    pub(super) async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError> {
-        let mut invocation = self.unlock.key(key);
-        invocation.arg(owner);
-        let mut conn = self.conn.clone();
-        self.bounded(invocation.invoke_async::<i64>(&mut conn))
-            .await
-            .map(drop)
+    pub(super) async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        self.bounded(self.conn.clone().exists(key)).await
     }
 
     pub(super) async fn index_add(

@@ -60,22 +60,6 @@ impl Store {
 
     /// Replaces `key` only while it still holds `expected`: a write based on a stale read
     /// never overwrites a newer one. Returns whether it wrote.
-    /// Stores short-lived data that may be evicted under memory pressure (login transactions).
-    pub async fn set_ephemeral(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
-        match self {
-            Store::Memory(m) => {
-                m.set_side(key, value, ttl);
-                Ok(())
-            }
-            Store::Redis(r) => r.set(key, value, ttl).await,
-        }
-    }
-
     pub async fn replace(
         &self,
         key: &str,
@@ -97,50 +81,15 @@ impl Store {
         }
     }
 
-    /// Reads and deletes in one step: the value is handed out at most once.
-    pub async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    /// Whether a marker written by [`Store::put_new`] exists.
+    pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
         match self {
-            Store::Memory(m) => Ok(m.take(key)),
-            Store::Redis(r) => r.take(key).await,
+            Store::Memory(m) => Ok(m.exists(key)),
+            Store::Redis(r) => r.exists(key).await,
         }
     }
 
-    /// Takes the lock `key` for `lease` unless someone holds it. The memory store serves one
-    /// instance, whose in-process single flight is lock enough, so it always grants.
-    pub async fn try_lock(
-        &self,
-        key: &str,
-        owner: &str,
-        lease: Duration,
-    ) -> Result<bool, StoreError> {
-        match self {
-            Store::Memory(_) => Ok(true),
-            Store::Redis(r) => r.set_nx(key, owner, lease).await,
-        }
-    }
-
-    /// Extends a lock we still own; false when it was lost (expired and taken).
-    pub async fn renew_lock(
-        &self,
-        key: &str,
-        owner: &str,
-        lease: Duration,
-    ) -> Result<bool, StoreError> {
-        match self {
-            Store::Memory(_) => Ok(true),
-            Store::Redis(r) => r.renew_lock(key, owner, lease).await,
-        }
-    }
-
-    /// Releases a lock if we still own it.
-    pub async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError> {
-        match self {
-            Store::Memory(_) => Ok(()),
-            Store::Redis(r) => r.unlock(key, owner).await,
-        }
-    }
-
-    /// Stores `value` only if `key` is absent; false when it already existed (replay check).
+    /// Writes a marker only if `key` is absent; false when it already existed (replay check).
     pub async fn put_new(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
         match self {
             Store::Memory(m) => Ok(m.put_new(key, ttl)),

@@ -13,7 +13,7 @@ pub mod upstream;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use gatehouse::config::{Config, NoEnv};
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
@@ -25,31 +25,53 @@ pub use provider::{ProviderOptions, TestProvider};
 pub use upstream::EchoUpstream;
 
 pub const COOKIE: &str = "__Host-gatehouse";
+/// Every login cookie's name starts with this.
 pub const LOGIN_COOKIE: &str = "__Host-gatehouse-login";
 pub const KEY_A: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 pub const KEY_B: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 
-/// Everything gatehouse wrote to the log in this test process (each nextest test is its own
-/// process), at every level.
+/// Everything gatehouse wrote to the log in this test, at every level. Each test captures
+/// its own: `#[tokio::test]` runs the test and every task it spawns on the test's thread, and
+/// the capturing subscriber is that thread's default, so tests running side by side in one
+/// process (`cargo test`) never see each other's lines.
 pub fn logs() -> String {
-    String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned()
-}
-
-fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
-    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    BUF.get_or_init(|| {
-        let buf: Arc<Mutex<Vec<u8>>> = Arc::default();
-        let writer_buf = Arc::clone(&buf);
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("trace,hyper=info,hyper_util=info,h2=info,reqwest=info,redis=info")
-            .with_ansi(false)
-            .with_writer(move || LogWriter(Arc::clone(&writer_buf)))
-            .try_init();
-        buf
+    capture_logs();
+    CAPTURE.with(|c| {
+        c.borrow()
+            .as_ref()
+            .map(|(buf, _)| String::from_utf8_lossy(&buf.lock().unwrap()).into_owned())
+            .unwrap_or_default()
     })
 }
 
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
+/// The capture buffer for JSON or text lines of this test.
+pub type LogBuffer = Arc<Mutex<Vec<u8>>>;
+
+thread_local! {
+    static CAPTURE: std::cell::RefCell<Option<(LogBuffer, tracing::subscriber::DefaultGuard)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Installs this thread's capturing subscriber (once per thread).
+pub fn capture_logs() {
+    CAPTURE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_some() {
+            return;
+        }
+        let buf: LogBuffer = Arc::default();
+        let writer_buf = Arc::clone(&buf);
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("trace,hyper=info,hyper_util=info,h2=info,reqwest=info,redis=info")
+            .with_ansi(false)
+            .with_writer(move || LogWriter(Arc::clone(&writer_buf)))
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        *c = Some((buf, guard));
+    });
+}
+
+struct LogWriter(LogBuffer);
 
 impl std::io::Write for LogWriter {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -66,6 +88,8 @@ impl std::io::Write for LogWriter {
 pub struct Gatehouse {
     pub addr: SocketAddr,
     pub origin: String,
+    /// The running instance's state, to look inside (store sizes, config).
+    pub app: Arc<gatehouse::app::App>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -91,7 +115,7 @@ impl Gatehouse {
     }
 
     pub async fn start_unready(toml: &str) -> Gatehouse {
-        log_buffer();
+        capture_logs();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let origin = format!("http://{addr}");
@@ -99,17 +123,19 @@ impl Gatehouse {
             .replace("{origin}", &origin)
             .replace("{listen}", &addr.to_string());
         let config = Config::from_toml(&text, &NoEnv).unwrap_or_else(|e| panic!("{e}"));
+        let app = Arc::new(gatehouse::app::App::new(config).unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
+        let serving = Arc::clone(&app);
         let task = tokio::spawn(async move {
-            gatehouse::server::run(listener, config, async {
+            gatehouse::server::serve(listener, serving, async {
                 let _ = stopped.await;
             })
-            .await
-            .unwrap();
+            .await;
         });
         Gatehouse {
             addr,
             origin,
+            app,
             stop: Some(stop),
             task: Some(task),
         }
@@ -140,6 +166,66 @@ impl Gatehouse {
         if let Some(t) = self.task.take() {
             t.await.unwrap();
         }
+    }
+}
+
+/// A gatehouse on a runtime of its own, which [`Isolated::crash`] drops mid-flight: every task
+/// it runs (connections, refreshes) stops where it is, as if the process died.
+pub struct Isolated {
+    pub addr: SocketAddr,
+    pub origin: String,
+    crash: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Isolated {
+    pub async fn start(toml: &str) -> Isolated {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (crash_tx, crash_rx) = std::sync::mpsc::channel::<()>();
+        let toml = toml.to_owned();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.spawn(async move {
+                let gh = Gatehouse::start(&toml).await;
+                let _ = ready_tx.send((gh.addr, gh.origin.clone()));
+                std::future::pending::<()>().await;
+                drop(gh);
+            });
+            let _ = crash_rx.recv();
+            rt.shutdown_background();
+        });
+        // Awaited, not blocked on: the provider it talks to may run on this test's thread.
+        let (addr, origin) = ready_rx.await.expect("the isolated gatehouse started");
+        Isolated {
+            addr,
+            origin,
+            crash: Some(crash_tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.origin, path)
+    }
+
+    /// Drops the runtime: nothing this instance was doing finishes.
+    pub fn crash(&mut self) {
+        if let Some(c) = self.crash.take() {
+            let _ = c.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Isolated {
+    fn drop(&mut self) {
+        self.crash();
     }
 }
 
@@ -348,6 +434,15 @@ impl Browser {
 
     pub fn session_cookie(&self) -> Option<String> {
         self.jar.get(COOKIE).cloned()
+    }
+
+    /// The login cookies in the jar, (name, value).
+    pub fn login_cookies(&self) -> Vec<(String, String)> {
+        self.jar
+            .iter()
+            .filter(|(k, _)| k.starts_with(LOGIN_COOKIE))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }
 

@@ -83,7 +83,8 @@ pub(super) fn validate(file: FileConfig, env: &dyn EnvSource) -> Result<Config, 
         env,
         &mut errs,
     );
-    let session = session::session(&file.session, env, &mut errs, &mut warnings);
+    let mut session = session::session(&file.session, env, &mut errs, &mut warnings);
+    refresh_lease(&mut session, &oidc, &mut errs);
     let routes = routes::routes(&file.routes, &auth, &server.public_origin, &mut errs);
 
     if errs.0.is_empty() {
@@ -97,6 +98,24 @@ pub(super) fn validate(file: FileConfig, env: &dyn EnvSource) -> Result<Config, 
         })
     } else {
         Err(errs.0)
+    }
+}
+
+/// A refresh claim must outlive one provider call and the token write that follows, with a
+/// margin for clocks that differ between instances: otherwise another instance could take over
+/// while the holder may still present the refresh token.
+fn refresh_lease(session: &mut SessionConfig, oidc: &OidcConfig, errs: &mut Errors) {
+    let shortest = oidc.timeout + session.store_timeout * 2 + session.refresh_lease_margin;
+    if session.refresh_lock_lease.is_zero() {
+        session.refresh_lock_lease = shortest;
+    } else if session.refresh_lock_lease < shortest {
+        errs.push(
+            "session.refresh_lock_lease",
+            format!(
+                "must be at least oidc.timeout + 2 × session.store_timeout + {REFRESH_LEASE_MARGIN} ({}), so that a refresh always finishes inside its lease",
+                humantime::format_duration(shortest)
+            ),
+        );
     }
 }
 

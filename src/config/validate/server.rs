@@ -8,6 +8,7 @@ use url::Url;
 use super::super::file::*;
 use super::super::*;
 use super::{Errors, MAX_NETWORK_TIMEOUT, secure_url};
+use crate::proxy::headers::HeaderPattern;
 
 pub(super) fn server(f: &ServerFile, errs: &mut Errors) -> ServerConfig {
     let listen_raw = f.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
@@ -46,6 +47,18 @@ pub(super) fn server(f: &ServerFile, errs: &mut Errors) -> ServerConfig {
     if max_connections == 0 {
         errs.push("server.max_connections", "must be at least 1");
     }
+    let allowed_hosts = allowed_hosts(&public_origin, f.allowed_hosts.as_deref(), errs);
+    let strip_request_headers = f
+        .strip_request_headers
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, raw)| {
+            HeaderPattern::parse(raw)
+                .map_err(|msg| errs.push(format!("server.strip_request_headers[{i}]"), msg))
+                .ok()
+        })
+        .collect();
     ServerConfig {
         listen,
         public_origin,
@@ -73,7 +86,51 @@ pub(super) fn server(f: &ServerFile, errs: &mut Errors) -> ServerConfig {
             .as_deref()
             .map(|path| ca_file(path, errs))
             .unwrap_or_default(),
+        allowed_hosts,
+        idle_timeout: errs.duration_at_most(
+            "server.idle_timeout",
+            f.idle_timeout.as_deref(),
+            DEFAULT_IDLE_CONNECTION_TIMEOUT,
+            MAX_NETWORK_TIMEOUT,
+        ),
+        max_connections_per_ip: f
+            .max_connections_per_ip
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_IP),
+        strip_request_headers,
     }
+}
+
+/// The `Host` values accepted: `public_origin`'s authority (with and without its scheme's
+/// default port) and each `server.allowed_hosts` entry (an entry without a port also matches
+/// that default port). Lowercase.
+fn allowed_hosts(origin: &Url, extra: Option<&[String]>, errs: &mut Errors) -> Vec<String> {
+    let default_port = origin.port_or_known_default();
+    let mut hosts = Vec::new();
+    let mut add = |host: &str, port: Option<u16>| {
+        let host = host.to_ascii_lowercase();
+        match port {
+            Some(p) if Some(p) != default_port => hosts.push(format!("{host}:{p}")),
+            _ => {
+                if let Some(p) = default_port {
+                    hosts.push(format!("{host}:{p}"));
+                }
+                hosts.push(host);
+            }
+        }
+    };
+    add(origin.host_str().unwrap_or_default(), origin.port());
+    for (i, raw) in extra.unwrap_or_default().iter().enumerate() {
+        match raw.parse::<http::uri::Authority>() {
+            Ok(a) if !a.as_str().contains('@') && !a.host().is_empty() => {
+                add(a.host(), a.port_u16());
+            }
+            _ => errs.push(
+                format!("server.allowed_hosts[{i}]"),
+                format!("{raw:?} is not a host or host:port"),
+            ),
+        }
+    }
+    hosts
 }
 
 /// Every certificate in a PEM file; an error names the key when there is none.

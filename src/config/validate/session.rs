@@ -6,6 +6,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use super::super::env::{ENV_REDIS_URL, ENV_SESSION_KEYS, EnvSource};
 use super::super::file::*;
 use super::super::*;
+use std::time::Duration;
+
 use super::{Errors, MAX_NETWORK_TIMEOUT};
 use crate::cookie::{KEY_LEN, KeyRing};
 
@@ -164,17 +166,23 @@ pub(super) fn session(
     SessionConfig {
         store,
         keys,
-        login_cookie_name: format!("{cookie_name}-login"),
         cookie_name,
         same_site,
         idle_timeout,
         max_lifetime,
-        refresh_lock_lease: errs.duration_at_most(
-            "session.refresh_lock_lease",
-            f.refresh_lock_lease.as_deref(),
-            DEFAULT_REFRESH_LOCK_LEASE,
-            MAX_NETWORK_TIMEOUT,
-        ),
+        // Set by `validate` from oidc.timeout and store_timeout when not configured.
+        refresh_lock_lease: f
+            .refresh_lock_lease
+            .as_deref()
+            .map_or(Duration::ZERO, |raw| {
+                errs.duration_at_most(
+                    "session.refresh_lock_lease",
+                    Some(raw),
+                    raw,
+                    MAX_NETWORK_TIMEOUT,
+                )
+            }),
+        refresh_lease_margin: humantime::parse_duration(REFRESH_LEASE_MARGIN).unwrap_or_default(),
         store_timeout: errs.duration_at_most(
             "session.store_timeout",
             f.store_timeout.as_deref(),

@@ -32,7 +32,13 @@ impl Shared {
         c.knob("iss", &m.iss, self.issuer.as_str(), EVIL_ISSUER);
         c.knob("sub", &m.sub, login.sub.as_str(), "mallory");
         let both = || json!([client, OTHER_CLIENT]);
-        match &m.aud {
+        // Refresh responses (no nonce) may carry another audience than the login's.
+        let aud = if nonce.is_none() && m.refresh_aud != Audience::Honest {
+            &m.refresh_aud
+        } else {
+            &m.aud
+        };
+        match aud {
             Audience::Honest => c.put("aud", client),
             Audience::Missing => {}
             Audience::Wrong => c.put("aud", OTHER_CLIENT),
@@ -48,11 +54,11 @@ impl Shared {
         if let Some(nonce) = nonce {
             c.knob("nonce", &m.nonce, nonce, "not-the-nonce");
         }
-        c.put("auth_time", now);
+        c.knob("auth_time", &m.auth_time, login.auth_time, now + 1);
         c.put("sid", login.sid.as_str());
         c.put("email", login.email.as_str());
         c.put("email_verified", true);
-        c.put("name", login.name.as_str());
+        c.knob("name", &m.name, login.name.as_str(), "Renamed Example");
         let digest = Sha256::digest(access_token.as_bytes());
         c.put(
             "at_hash",

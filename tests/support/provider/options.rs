@@ -120,6 +120,12 @@ pub struct Misbehave {
     pub iat: Override,
     /// `nonce` (code exchange only; refresh ID tokens carry none); Wrong = "not-the-nonce".
     pub nonce: Override,
+    /// `auth_time`; Honest = when the user signed in, Wrong = a second after now.
+    pub auth_time: Override,
+    /// `name`; Wrong = "Renamed Example" (a profile change the next ID token reports).
+    pub name: Override,
+    /// `aud` of refreshed ID tokens only (after a refresh grant); Honest = as at login.
+    pub refresh_aud: Audience,
     pub signing: Signing,
 
     // Authorization response.

@@ -37,6 +37,8 @@ pub(super) struct Login {
     pub(super) email: String,
     pub(super) name: String,
     pub(super) sid: String,
+    /// When the user authenticated: every ID token of this login carries it (OIDC Core §12.2).
+    pub(super) auth_time: u64,
 }
 
 impl Login {
@@ -52,6 +54,7 @@ impl Login {
             sub,
             name,
             sid: random_token(),
+            auth_time: unix_now(),
         }
     }
 }
