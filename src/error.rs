@@ -170,14 +170,30 @@ mod tests {
         );
     }
 
-    #[test]
-    fn bodies_never_carry_the_internal_detail() {
-        let e = Error::UpstreamUnavailable {
+    async fn body_text(res: Response<Body>) -> String {
+        use http_body_util::BodyExt as _;
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn bodies_never_carry_the_internal_detail() {
+        let internal = || Error::UpstreamUnavailable {
             upstream: "http://10.1.2.3:9".into(),
             detail: "secret-internal".into(),
         };
-        let res = e.into_response(false);
+        let res = internal().into_response(false);
         assert_eq!(res.headers()["cache-control"], "no-store");
         assert_eq!(res.headers()["content-type"], "application/json");
+        let body = body_text(res).await;
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["error"], "upstream_unavailable");
+        for leak in ["secret-internal", "10.1.2.3"] {
+            assert!(!body.contains(leak), "{leak} in {body}");
+        }
+        let page = body_text(internal().into_response(true)).await;
+        for leak in ["secret-internal", "10.1.2.3"] {
+            assert!(!page.contains(leak), "{leak} in {page}");
+        }
     }
 }

@@ -71,17 +71,77 @@ async fn a_logout_token_with_only_sub_ends_every_session_of_that_user() {
 }
 
 #[tokio::test]
-async fn a_replayed_logout_token_is_refused() {
+async fn a_replayed_sub_only_logout_token_ends_nothing_even_after_a_new_login() {
     let stack = Stack::start().await;
-    let _b = logged_in(&stack, None).await;
-    let token = stack.provider.mint_logout_token(json!({}));
+    let mut before = logged_in(&stack, None).await;
+    let token = stack
+        .provider
+        .mint_logout_token(json!({ "sid": null, "sub": "alice" }));
     assert_eq!(post_logout_token(&stack.gh, &token).await.status(), 200);
+    assert!(!alive(&mut before).await);
+
+    // The user logs in again; the same token, replayed, must not end the new session.
+    let mut after = logged_in(&stack, None).await;
     let replay = post_logout_token(&stack.gh, &token).await;
     assert_eq!(replay.status(), 400);
     assert_eq!(
         replay.json::<Value>().await.unwrap()["error"],
         "invalid_request"
     );
+    assert!(alive(&mut after).await, "the new session lives");
+}
+
+#[tokio::test]
+async fn a_logout_that_failed_half_way_is_not_refused_as_a_replay_when_the_provider_retries() {
+    use redis::AsyncCommands as _;
+    // An ACL user that may record the jti but not read the session indexes: ending fails.
+    let user = format!("gh-test-bcl-{:x}", rand::random::<u64>());
+    let mut conn = redis().await;
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", &user, "on", ">pw", "~*", "+@all", "-smembers"][..])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let prefix = unique_prefix("bcl-retry");
+    let provider = TestProvider::start(ProviderOptions::default()).await;
+    let upstream = EchoUpstream::start().await;
+    let healthy =
+        Gatehouse::start(&config(&provider, &upstream, &redis_session(&prefix, ""))).await;
+    let crippled_session = format!(
+        "store = \"redis\"\nredis_url = \"redis://{user}:pw@127.0.0.1:6379\"\nredis_prefix = \"{prefix}\""
+    );
+    let crippled = Gatehouse::start(&config(&provider, &upstream, &crippled_session)).await;
+    let mut b = Browser::new(&healthy.origin);
+    assert_eq!(b.login("/").await.status(), 200);
+    let token = provider.mint_logout_token(json!({ "sid": null, "sub": "alice" }));
+
+    let failed = post_logout_token(&crippled, &token).await;
+    assert_eq!(
+        failed.status(),
+        503,
+        "ending failed: the provider is told to retry"
+    );
+    assert!(alive(&mut b).await, "nothing was ended");
+
+    let retried = post_logout_token(&healthy, &token).await;
+    assert_eq!(retried.status(), 200, "the retry is not taken for a replay");
+    assert_eq!(retried.json::<Value>().await.unwrap()["sessions_ended"], 1);
+    assert!(!alive(&mut b).await);
+    assert_eq!(
+        post_logout_token(&healthy, &token).await.status(),
+        400,
+        "now it is a replay"
+    );
+
+    let _: () = redis::cmd("ACL")
+        .arg(&["DELUSER", &user][..])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let keys: Vec<String> = conn.keys(format!("{prefix}*")).await.unwrap();
+    if !keys.is_empty() {
+        let _: () = conn.del(keys).await.unwrap();
+    }
 }
 
 #[tokio::test]

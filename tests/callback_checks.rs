@@ -149,20 +149,65 @@ async fn id_token_for_another_audience_is_refused() {
     id_token_refused(|m| m.aud = Audience::Wrong, "Invalid audiences").await;
 }
 
-// Both extra-audience cases are refused by openidconnect itself (an untrusted extra audience,
-// and its own azp rules) before gatehouse's `check_azp` runs: that check is a second line.
 #[tokio::test]
-async fn id_token_with_an_extra_audience_and_no_azp_is_refused() {
-    id_token_refused(|m| m.aud = Audience::ExtraWithoutAzp, "id token rejected").await;
+async fn id_token_with_an_extra_untrusted_audience_is_refused() {
+    id_token_refused(
+        |m| m.aud = Audience::ExtraWithoutAzp,
+        "`other-client` is not a trusted audience",
+    )
+    .await;
+}
+
+/// A stack whose client trusts [`OTHER_CLIENT`] as an extra ID token audience, so that the
+/// `azp` rules, not the audience rule, decide.
+async fn trusting_other_client() -> Stack {
+    let provider = TestProvider::start(ProviderOptions::default()).await;
+    let upstream = EchoUpstream::start().await;
+    let text = config_with_oidc(
+        &provider,
+        &upstream,
+        "trusted_audiences = [\"other-client\"]",
+    );
+    let gh = Gatehouse::start(&text).await;
+    Stack {
+        provider,
+        upstream,
+        gh,
+    }
 }
 
 #[tokio::test]
-async fn id_token_with_an_extra_audience_and_a_foreign_azp_is_refused() {
-    id_token_refused(
-        |m| m.aud = Audience::ExtraWithForeignAzp,
-        "id token rejected",
+async fn id_token_with_a_trusted_extra_audience_and_no_azp_is_refused() {
+    id_token_refused_with(
+        trusting_other_client().await,
+        |m| m.aud = Audience::ExtraWithoutAzp,
+        "several audiences without azp",
     )
     .await;
+}
+
+#[tokio::test]
+async fn id_token_with_a_trusted_extra_audience_and_a_foreign_azp_is_refused() {
+    id_token_refused_with(
+        trusting_other_client().await,
+        |m| m.aud = Audience::ExtraWithForeignAzp,
+        "azp is not this client",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn id_token_with_a_trusted_extra_audience_and_our_azp_logs_in() {
+    let stack = trusting_other_client().await;
+    stack.provider.set(|m| m.aud = Audience::ExtraWithOurAzp);
+    let mut b = stack.browser();
+    let res = b.login("/").await;
+    assert_logged_in(&stack, &mut b, res).await;
+}
+
+#[tokio::test]
+async fn id_token_with_a_foreign_azp_is_refused() {
+    id_token_refused(|m| m.aud = Audience::ForeignAzp, "azp is not this client").await;
 }
 
 #[tokio::test]
@@ -429,6 +474,20 @@ async fn callback_with_a_foreign_iss_parameter_is_refused() {
     let res = b.login("/").await;
     assert_refused(&stack, &mut b, res, 400, "does not match the issuer").await;
     assert_eq!(stack.provider.stats().token_code, 0);
+}
+
+#[tokio::test]
+async fn an_error_response_with_a_foreign_iss_is_refused_as_a_mix_up() {
+    let stack = Stack::start().await;
+    stack.provider.set(|m| {
+        m.authz_denied = true;
+        m.authz_iss = Override::Wrong;
+    });
+    let mut b = stack.browser();
+    let res = b.login("/").await;
+    // Not the 403 access_denied page: the error came from someone else than our provider.
+    let body = assert_refused(&stack, &mut b, res, 400, "does not match the issuer").await;
+    assert!(!body.contains("cancelled"), "{body}");
 }
 
 #[tokio::test]

@@ -115,3 +115,105 @@ async fn a_full_flow_logs_no_token_code_state_cookie_or_client_secret() {
         assert_absent(&log, what, secret);
     }
 }
+
+#[tokio::test]
+async fn refreshes_failures_errors_and_back_channel_logout_log_no_secret_in_any_crate_at_trace() {
+    // Every crate at trace: hyper, h2, reqwest and redis included.
+    capture_logs_with("trace");
+    let prefix = unique_prefix("secrecy");
+    let opts = ProviderOptions {
+        access_token_ttl: std::time::Duration::from_secs(2),
+        ..ProviderOptions::default()
+    };
+    let stack = Stack::with(opts, &redis_session(&prefix, "")).await;
+    let mut secrets: Vec<(&str, String)> = Vec::new();
+
+    // A login whose tokens are then refreshed (rotation), and whose refresh then fails.
+    let mut b = stack.browser();
+    let at_provider = b.start_login("/").await;
+    secrets.push(("state", query_param(&at_provider, "state")));
+    let (_, login_cookie) = b.login_cookies().pop().unwrap();
+    secrets.push(("login cookie value", login_cookie));
+    let back = b.authorize(&at_provider).await;
+    secrets.push(("authorization code", query_param(&back, "code")));
+    assert_eq!(b.callback(&back).await.status(), 200);
+    secrets.push(("session cookie value", b.session_cookie().unwrap()));
+    assert_eq!(b.api(Method::GET, "/api/x").await.status(), 200);
+    let first_access = bearer_seen(&stack);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(b.api(Method::GET, "/api/x").await.status(), 200);
+    let refreshed_access = bearer_seen(&stack);
+    assert_ne!(first_access, refreshed_access, "the token was refreshed");
+    secrets.push(("access token", first_access));
+    secrets.push(("refreshed access token", refreshed_access));
+    stack
+        .provider
+        .set(|m| m.refresh_fault = Some(support::provider::TokenFault::InvalidGrant));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        b.api(Method::GET, "/api/x").await.status(),
+        401,
+        "invalid_grant ends it"
+    );
+    stack.provider.behaviour().reset();
+
+    // Error paths: a code used twice, a denied login, a logout token replayed.
+    let mut c = stack.browser();
+    let at_provider = c.start_login("/").await;
+    let back = c.authorize(&at_provider).await;
+    secrets.push(("second code", query_param(&back, "code")));
+    assert_eq!(c.callback(&back).await.status(), 200);
+    secrets.push(("second session cookie", c.session_cookie().unwrap()));
+    let mut thief = stack.browser();
+    let thief_start = thief.start_login("/").await;
+    let stolen = back.replace(
+        &query_param(&back, "state"),
+        &query_param(&thief_start, "state"),
+    );
+    assert_eq!(thief.callback(&stolen).await.status(), 401);
+    stack.provider.set(|m| m.authz_denied = true);
+    assert_eq!(stack.browser().login("/").await.status(), 403);
+    stack.provider.behaviour().reset();
+    let logout_token = stack.provider.mint_logout_token(serde_json::json!({}));
+    for expected in [200, 400] {
+        let res = reqwest::Client::new()
+            .post(stack.gh.url("/auth/backchannel-logout"))
+            .form(&[("logout_token", logout_token.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), expected);
+    }
+    secrets.push(("logout token", logout_token));
+
+    let stats = stack.provider.stats();
+    for (i, t) in stats.revocations.iter().enumerate() {
+        if i < 4 {
+            secrets.push(("revoked token", t.clone()));
+        }
+    }
+    secrets.push((
+        "client secret",
+        stack.provider.options().client_secret.clone(),
+    ));
+
+    let log = logs();
+    assert!(
+        log.contains("h2") || log.contains("hyper") || log.contains("reqwest"),
+        "third-party crates were captured at trace"
+    );
+    for (what, secret) in &secrets {
+        assert_absent(&log, what, secret);
+    }
+}
+
+fn bearer_seen(stack: &Stack) -> String {
+    stack
+        .upstream
+        .last()
+        .header("authorization")
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_owned()
+}

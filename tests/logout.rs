@@ -107,11 +107,16 @@ async fn post_logout_needs_the_anti_forgery_header() {
     let res = b.api(Method::POST, "/auth/logout").await;
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
+    let redirect_to = body["redirect_to"].as_str().unwrap();
+    assert!(redirect_to.contains("/end_session"), "{redirect_to}");
+    let end: url::Url = redirect_to.parse().unwrap();
     assert!(
-        body["redirect_to"]
-            .as_str()
-            .unwrap()
-            .contains("/end_session")
+        end.query_pairs().all(|(k, _)| k != "id_token_hint"),
+        "script must never see the ID token: {redirect_to}"
+    );
+    assert!(
+        !redirect_to.contains("eyJ"),
+        "no JWT anywhere in the answer: {redirect_to}"
     );
     assert_eq!(b.api(Method::GET, "/api/x").await.status(), 401);
 }
@@ -133,7 +138,21 @@ async fn user_endpoint_reports_claims_and_expiry_but_never_a_token() {
     let text = res.text().await.unwrap();
     let user: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(user["sub"], "alice");
-    assert!(user["expires_at"].as_i64().unwrap() > user["idle_expires_at"].as_i64().unwrap() - 1);
+    // The defaults: 12 h absolute lifetime, 30 min idle timeout, both counted from the login.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let expires_at = user["expires_at"].as_i64().unwrap();
+    let idle_expires_at = user["idle_expires_at"].as_i64().unwrap();
+    assert!(
+        (expires_at - (now + 12 * 3600)).abs() <= 5,
+        "expires_at {expires_at}, now {now}"
+    );
+    assert!(
+        (idle_expires_at - (now + 30 * 60)).abs() <= 5,
+        "idle_expires_at {idle_expires_at}, now {now}"
+    );
     b.api(Method::GET, "/api/x").await;
     let token = stack
         .upstream
@@ -152,9 +171,21 @@ async fn user_endpoint_reports_claims_and_expiry_but_never_a_token() {
 async fn logout_without_a_session_just_clears_the_cookie_and_goes_home() {
     let stack = Stack::start().await;
     let mut b = stack.browser();
+    b.jar.insert(COOKIE.into(), "stale-value".into());
     let res = b.get("/auth/logout").await;
     assert_eq!(res.status(), 302);
     assert_eq!(location(&res), format!("{}/", stack.gh.origin));
+    let cleared = set_cookies(res.headers())
+        .into_iter()
+        .find(|c| c.name == COOKIE)
+        .expect("the session cookie is cleared");
+    assert!(
+        cleared.deletes()
+            && cleared.has("Secure")
+            && cleared.has("HttpOnly")
+            && cleared.has("Path=/")
+    );
+    assert!(b.session_cookie().is_none());
 }
 
 #[tokio::test]

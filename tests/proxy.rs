@@ -328,3 +328,90 @@ async fn oversized_request_headers_are_refused_before_routing() {
     assert_eq!(status, 431, "a 100 KiB header is refused");
     assert_eq!(stack.upstream.count(), 0);
 }
+
+#[tokio::test]
+async fn identity_headers_upstreams_trust_never_reach_them_nor_configured_extras() {
+    let provider = TestProvider::start(ProviderOptions::default()).await;
+    let upstream = EchoUpstream::start().await;
+    let text = config(&provider, &upstream, "").replacen(
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\nstrip_request_headers = [\"X-Corp-*\", \"X-Tenant\"]",
+        1,
+    );
+    let gh = Gatehouse::start(&text).await;
+    let spoofed = [
+        "x-webauth-user",
+        "x-goog-authenticated-user-email",
+        "x-goog-authenticated-user-id",
+        "x-ms-client-principal",
+        "x-ms-client-principal-name",
+        "x-ms-client-principal-id",
+        "cf-access-jwt-assertion",
+        "cf-access-authenticated-user-email",
+        "x-consumer-username",
+        "x-consumer-id",
+        "x-original-host",
+        "x-envoy-original-path",
+        "x-envoy-external-address",
+        "x-remote-user",
+        "remote-user",
+        "remote_user",
+        "x-forwarded-user",
+        "x-forwarded-email",
+        "x-forwarded-groups",
+        "x-forwarded-preferred-username",
+        "x_forwarded_preferred_username",
+        "x-corp-role",
+        "x-tenant",
+    ];
+    for route in ["/public", "/api/x"] {
+        let mut b = Browser::new(&gh.origin);
+        if route == "/api/x" {
+            b.login("/").await;
+        }
+        let mut req = b.http.get(gh.url(route)).header("x-csrf", "1");
+        for h in spoofed {
+            req = req.header(h, "admin@evil.example");
+        }
+        assert_eq!(b.send(req).await.status(), 200, "{route}");
+        let seen = upstream.last();
+        for h in spoofed {
+            assert!(
+                seen.header(h).is_none(),
+                "{h} reached the upstream on {route}"
+            );
+        }
+        assert!(
+            seen.headers.iter().all(|(_, v)| v != "admin@evil.example"),
+            "{route}: {:?}",
+            seen.headers
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_cannot_set_or_clear_gatehouses_own_cookies() {
+    let stack = Stack::start().await;
+    let mut b = stack.browser();
+    b.login("/").await;
+    let session = b.session_cookie().unwrap();
+    for path in ["/public/set-cookies", "/api/set-cookies"] {
+        let res = b.api(Method::GET, path).await;
+        assert_eq!(res.status(), 200);
+        let names: Vec<String> = set_cookies(res.headers())
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(
+            names,
+            ["theme"],
+            "{path}: only the upstream's own cookie passes"
+        );
+    }
+    assert_eq!(
+        b.session_cookie(),
+        Some(session),
+        "the session cookie is untouched"
+    );
+    assert_eq!(b.api(Method::GET, "/api/x").await.status(), 200);
+}

@@ -77,6 +77,8 @@ pub struct OidcFile {
     /// "client_secret_basic" (default) or "client_secret_post".
     pub token_endpoint_auth: Option<String>,
     pub allowed_algs: Option<Vec<String>>,
+    /// Audiences an ID token may list besides our client id (then `azp` must be us).
+    pub trusted_audiences: Option<Vec<String>>,
     pub post_logout_redirect_uri: Option<String>,
     pub timeout: Option<String>,
     pub clock_skew: Option<String>,

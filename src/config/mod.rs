@@ -73,6 +73,8 @@ pub struct OidcConfig {
     pub prompt: Option<String>,
     pub token_endpoint_auth: TokenEndpointAuth,
     pub allowed_algs: Vec<CoreJwsSigningAlgorithm>,
+    /// Extra audiences an ID token may carry; with any, `azp` must be our client id.
+    pub trusted_audiences: Vec<String>,
     /// `public_origin` + auth prefix + `/callback`.
     pub redirect_uri: Url,
     pub post_logout_redirect_uri: Url,

@@ -22,8 +22,9 @@ const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 /// Format version, the first byte of every sealed value; bound into the associated data.
 const VERSION: u8 = 1;
-/// Longest cookie value we try to open; anything larger is not ours.
-const MAX_SEALED_LEN: usize = 512;
+/// Longest cookie value we try to open (login cookies stay under 1 KB); anything larger is
+/// not ours.
+const MAX_SEALED_LEN: usize = 1536;
 
 /// Session keys: the first seals, all open.
 pub struct KeyRing {

@@ -267,3 +267,47 @@ pub(super) fn token_error<RE: std::error::Error + 'static>(
         RequestTokenError::Other(s) => OidcError::InvalidTokenResponse(s),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callback_params_debug_never_shows_the_code_or_state() {
+        let p = CallbackParams::parse(Some("code=the-secret-code&state=the-state-value&iss=x"))
+            .unwrap();
+        let shown = format!("{p:?}");
+        assert!(
+            !shown.contains("the-secret-code") && !shown.contains("the-state-value"),
+            "{shown}"
+        );
+        assert_eq!(p.code.unwrap().expose(), "the-secret-code");
+    }
+
+    #[test]
+    fn duplicated_parameters_are_refused() {
+        for q in [
+            "code=a&code=b",
+            "state=a&state=b",
+            "iss=a&iss=b",
+            "error=a&error=b",
+        ] {
+            assert!(
+                matches!(
+                    CallbackParams::parse(Some(q)),
+                    Err(OidcError::DuplicateParam(_))
+                ),
+                "{q}"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_or_absurd_lifetimes_are_replaced() {
+        assert_eq!(access_lifetime(None), DEFAULT_EXPIRES_IN);
+        assert_eq!(access_lifetime(Some(0)), DEFAULT_EXPIRES_IN);
+        assert_eq!(access_lifetime(Some(-5)), DEFAULT_EXPIRES_IN);
+        assert_eq!(access_lifetime(Some(2)), 2);
+        assert_eq!(access_lifetime(Some(i64::MAX)), MAX_EXPIRES_IN);
+    }
+}

@@ -127,6 +127,8 @@ pub struct Settings {
     pub prompt: Option<String>,
     pub token_endpoint_auth: TokenEndpointAuth,
     pub allowed_algs: Vec<CoreJwsSigningAlgorithm>,
+    /// Extra ID token audiences accepted (then `azp` must be us).
+    pub trusted_audiences: Vec<String>,
     pub redirect_uri: String,
     pub post_logout_redirect_uri: Url,
     pub clock_skew: Duration,
@@ -162,6 +164,7 @@ impl Oidc {
             prompt: config.prompt.clone(),
             token_endpoint_auth: config.token_endpoint_auth,
             allowed_algs: config.allowed_algs.clone(),
+            trusted_audiences: config.trusted_audiences.clone(),
             redirect_uri: config.redirect_uri.to_string(),
             post_logout_redirect_uri: config.post_logout_redirect_uri.clone(),
             clock_skew: config.clock_skew,
@@ -236,6 +239,8 @@ impl Oidc {
             (*provider.jwks()).clone(),
         )
         .set_allowed_algs(s.allowed_algs.iter().cloned())
+        // Extra audiences only when configured as trusted; `check_azp` then requires azp = us.
+        .set_other_audience_verifier_fn(|aud| s.trusted_audiences.iter().any(|t| t == aud.as_str()))
         // `exp` may be up to the clock skew in the past.
         .set_time_fn(move || {
             chrono::DateTime::from_timestamp(crate::session::now() - skew, 0).unwrap_or_default()

@@ -145,3 +145,105 @@ impl LoginCookies {
         dead
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn keys() -> KeyRing {
+        KeyRing::new(vec![[7; crate::cookie::KEY_LEN]])
+    }
+
+    fn txn(state: &str) -> LoginTxn {
+        LoginTxn::new(
+            Secret::new(state),
+            Secret::new("verifier-verifier-verifier-verifier-verifier"),
+            Secret::new("nonce-nonce-nonce"),
+            "/app".into(),
+        )
+    }
+
+    fn jar(cookies: &[(String, String)]) -> Jar {
+        let header = cookies
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Jar::from_values(
+            vec![HeaderValue::from_str(&header).unwrap()],
+            &crate::cookie::CookieNames::new("__Host-g"),
+        )
+    }
+
+    #[test]
+    fn a_transaction_opens_only_for_its_own_state_and_name() {
+        let (k, lc) = (keys(), LoginCookies::new("__Host-g"));
+        let t = txn("state-one");
+        let cookie = (lc.name("state-one"), lc.seal(&k, &t).unwrap());
+        let opened = lc.open(&k, &jar(std::slice::from_ref(&cookie)), "state-one").unwrap();
+        assert_eq!(opened.return_to, "/app");
+        assert!(lc.open(&k, &jar(std::slice::from_ref(&cookie)), "state-two").is_none());
+        // Under the name of another state, the value does not open for that state either.
+        let moved = (lc.name("state-two"), cookie.1);
+        assert!(lc.open(&k, &jar(&[moved]), "state-two").is_none());
+    }
+
+    #[test]
+    fn an_expired_transaction_does_not_open() {
+        let (k, lc) = (keys(), LoginCookies::new("__Host-g"));
+        let mut t = txn("s");
+        t.expires_at_ms = now_ms() - 1;
+        let cookie = (lc.name("s"), lc.seal(&k, &t).unwrap());
+        assert!(lc.open(&k, &jar(&[cookie]), "s").is_none());
+    }
+
+    #[test]
+    fn a_login_cookie_never_opens_as_a_session_cookie() {
+        let k = keys();
+        let sealed = LoginCookies::new("__Host-g").seal(&k, &txn("s")).unwrap();
+        assert!(k.open("__Host-g", &sealed).is_none());
+    }
+
+    #[test]
+    fn to_drop_keeps_the_newest_pending_logins_and_drops_garbage() {
+        let (k, lc) = (keys(), LoginCookies::new("__Host-g"));
+        let mut cookies: Vec<(String, String)> = (0..6)
+            .map(|i| {
+                let mut t = txn(&format!("state-{i}"));
+                t.expires_at_ms += i64::from(i);
+                (lc.name(&format!("state-{i}")), lc.seal(&k, &t).unwrap())
+            })
+            .collect();
+        cookies.push(("__Host-g-login".into(), "from-an-older-version".into()));
+        let j = jar(&cookies);
+        let mut dropped = lc.to_drop(&k, &j);
+        dropped.sort_unstable();
+        let mut expected = vec![
+            "__Host-g-login".to_owned(),
+            lc.name("state-0"),
+            lc.name("state-1"),
+        ];
+        expected.sort_unstable();
+        assert_eq!(dropped, expected, "room for the new one: four kept");
+    }
+
+    #[test]
+    fn debug_never_shows_the_state_verifier_or_nonce() {
+        let shown = format!("{:?}", txn("the-state-value"));
+        for secret in ["the-state-value", "verifier-verifier", "nonce-nonce"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+
+    #[test]
+    fn an_overlong_return_to_is_replaced_by_the_root() {
+        let t = LoginTxn::new(
+            Secret::new("s"),
+            Secret::new("v"),
+            Secret::new("n"),
+            format!("/{}", "a".repeat(MAX_RETURN_TO)),
+        );
+        assert_eq!(t.return_to, "/");
+    }
+}

@@ -209,6 +209,40 @@ mod tests {
     }
 
     #[test]
+    fn debug_of_a_session_never_shows_a_token_or_the_logout_handle() {
+        let tokens = Tokens {
+            access_token: Secret::new("access-token-value"),
+            issued_at: 0,
+            access_expires_at: 0,
+            refresh_token: Some(Secret::new("refresh-token-value")),
+            id_token: Some(Secret::new("id-token-value")),
+        };
+        let session = Session {
+            handle: Secret::new("logout-handle-value"),
+            sub: "alice".into(),
+            sid: None,
+            claims: serde_json::Map::new(),
+            aud: Vec::new(),
+            auth_time: None,
+            tokens,
+            token_version: 0,
+            refresh_claim: None,
+            created_at_ms: 0,
+            last_seen_ms: 0,
+            expires_at_ms: 0,
+        };
+        let shown = format!("{session:?}");
+        for secret in [
+            "access-token-value",
+            "refresh-token-value",
+            "id-token-value",
+            "logout-handle-value",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
+
+    #[test]
     fn store_key_is_a_hash_not_the_id() {
         let k = store_key("p:", "s:", b"abc");
         assert!(k.starts_with("p:s:") && k.len() == 4 + 64);

@@ -52,8 +52,15 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// Installs this thread's capturing subscriber (once per thread).
+/// Installs this thread's capturing subscriber (once per thread): gatehouse at trace, the
+/// HTTP and Redis crates at info.
 pub fn capture_logs() {
+    capture_logs_with("trace,hyper=info,hyper_util=info,h2=info,reqwest=info,redis=info");
+}
+
+/// Like [`capture_logs`] with a filter of the test's choosing (call it before starting
+/// anything).
+pub fn capture_logs_with(filter: &str) {
     CAPTURE.with(|c| {
         let mut c = c.borrow_mut();
         if c.is_some() {
@@ -62,7 +69,7 @@ pub fn capture_logs() {
         let buf: LogBuffer = Arc::default();
         let writer_buf = Arc::clone(&buf);
         let subscriber = tracing_subscriber::fmt()
-            .with_env_filter("trace,hyper=info,hyper_util=info,h2=info,reqwest=info,redis=info")
+            .with_env_filter(filter)
             .with_ansi(false)
             .with_writer(move || LogWriter(Arc::clone(&writer_buf)))
             .finish();
@@ -142,7 +149,11 @@ impl Gatehouse {
     }
 
     pub async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
+        // No pooled connection outlives the probe (tests count connections per client IP).
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
         for _ in 0..200 {
             if let Ok(r) = client.get(self.url("/readyz")).send().await
                 && r.status() == 200

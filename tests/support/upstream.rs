@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test fixture")]
 //! A real HTTP upstream for tests: records every request it receives and echoes it back as
-//! JSON. `/slow` answers after two seconds; `/big` streams 8 MiB.
+//! JSON. `/slow` answers after two seconds; `/big` streams 8 MiB; `/set-cookies` tries to
+//! set gatehouse's own cookies.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -123,6 +124,20 @@ async fn handle(
     seen.lock().unwrap().push(rec.clone());
     if path_and_query.ends_with("/slow") {
         tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    if path_and_query.ends_with("/set-cookies") {
+        // Tries to set, overwrite and clear gatehouse's own cookies next to one of its own.
+        let mut res = Response::new(Full::new(Bytes::from_static(b"{}")));
+        for c in [
+            "__Host-gatehouse=planted; Path=/; Secure; HttpOnly",
+            "__HOST-GATEHOUSE=planted; Path=/; Secure",
+            "__Host-gatehouse-login-AAAAAAAA=planted; Path=/; Secure",
+            "__Host-gatehouse=; Max-Age=0; Path=/; Secure",
+            "theme=dark; Path=/",
+        ] {
+            res.headers_mut().append("set-cookie", c.parse().unwrap());
+        }
+        return Ok(res);
     }
     if path_and_query.ends_with("/big") {
         return Ok(Response::new(Full::new(Bytes::from(vec![b'x'; 8 << 20]))));

@@ -257,6 +257,45 @@ auth = "required"
     }
 
     #[test]
+    fn a_refresh_lease_shorter_than_one_provider_call_and_write_is_refused() {
+        // Defaults: 10 s provider timeout, 2 s store timeout, 2 s clock margin: at least 16 s.
+        assert_eq!(
+            refused(&format!("{BASE}\n[session]\nrefresh_lock_lease = \"15s\"")),
+            ["session.refresh_lock_lease"]
+        );
+        assert!(refused(&format!("{BASE}\n[session]\nrefresh_lock_lease = \"16s\"")).is_empty());
+        let config = Config::from_toml(BASE, &NoEnv).unwrap();
+        assert_eq!(
+            config.session.refresh_lock_lease,
+            std::time::Duration::from_secs(16),
+            "unset, the lease is the shortest safe one"
+        );
+    }
+
+    #[test]
+    fn allowed_hosts_and_strip_headers_name_the_bad_entry() {
+        assert_eq!(
+            refused(&with(
+                "public_origin = \"https://app.example.com\"",
+                "allowed_hosts = [\"ok.example\", \"user@bad\"]"
+            )),
+            ["server.allowed_hosts[1]"]
+        );
+        assert_eq!(
+            refused(&with(
+                "public_origin = \"https://app.example.com\"",
+                "strip_request_headers = [\"X-Ok-*\", \"bad header\"]"
+            )),
+            ["server.strip_request_headers[1]"]
+        );
+        let config = Config::from_toml(BASE, &NoEnv).unwrap();
+        assert_eq!(
+            config.server.allowed_hosts,
+            ["app.example.com:443", "app.example.com"]
+        );
+    }
+
+    #[test]
     fn tolerances_that_weaken_token_checks_are_capped() {
         assert_eq!(
             refused(&with("client_secret = \"s\"", "clock_skew = \"1d\"")),

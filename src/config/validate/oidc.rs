@@ -116,6 +116,7 @@ pub(super) fn oidc(
         prompt: f.prompt.clone(),
         token_endpoint_auth,
         allowed_algs,
+        trusted_audiences: trusted_audiences(f, errs),
         redirect_uri,
         post_logout_redirect_uri,
         timeout: errs.duration_at_most(
@@ -142,4 +143,17 @@ pub(super) fn oidc(
             DEFAULT_REFRESH_SKEW,
         ),
     }
+}
+
+fn trusted_audiences(f: &OidcFile, errs: &mut Errors) -> Vec<String> {
+    let list = f.trusted_audiences.clone().unwrap_or_default();
+    for (i, aud) in list.iter().enumerate() {
+        if aud.is_empty() || *aud == f.client_id {
+            errs.push(
+                format!("oidc.trusted_audiences[{i}]"),
+                "must be another non-empty audience than oidc.client_id",
+            );
+        }
+    }
+    list
 }

@@ -47,6 +47,14 @@ impl Shared {
                 c.put("aud", both());
                 c.put("azp", OTHER_CLIENT);
             }
+            Audience::ExtraWithOurAzp => {
+                c.put("aud", both());
+                c.put("azp", client);
+            }
+            Audience::ForeignAzp => {
+                c.put("aud", client);
+                c.put("azp", OTHER_CLIENT);
+            }
             Audience::Value(v) => c.put("aud", v.clone()),
         }
         c.knob("exp", &m.exp, expires, expired);

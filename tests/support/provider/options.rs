@@ -71,6 +71,10 @@ pub enum Audience {
     ExtraWithoutAzp,
     /// `aud` = [client id, [`OTHER_CLIENT`]], `azp` = [`OTHER_CLIENT`].
     ExtraWithForeignAzp,
+    /// `aud` = [client id, [`OTHER_CLIENT`]], `azp` = client id.
+    ExtraWithOurAzp,
+    /// `aud` = client id, `azp` = [`OTHER_CLIENT`].
+    ForeignAzp,
     Value(Value),
 }
 
