@@ -1,7 +1,12 @@
 //! The login transaction lives in the browser: starting a login costs the server nothing, a
 //! flood of login starts cannot push out a user who is signing in, several tabs can log in at
 //! once, and every callback clears its own login cookie.
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 
 mod support;
 

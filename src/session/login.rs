@@ -181,9 +181,14 @@ mod tests {
         let (k, lc) = (keys(), LoginCookies::new("__Host-g"));
         let t = txn("state-one");
         let cookie = (lc.name("state-one"), lc.seal(&k, &t).unwrap());
-        let opened = lc.open(&k, &jar(std::slice::from_ref(&cookie)), "state-one").unwrap();
+        let opened = lc
+            .open(&k, &jar(std::slice::from_ref(&cookie)), "state-one")
+            .unwrap();
         assert_eq!(opened.return_to, "/app");
-        assert!(lc.open(&k, &jar(std::slice::from_ref(&cookie)), "state-two").is_none());
+        assert!(
+            lc.open(&k, &jar(std::slice::from_ref(&cookie)), "state-two")
+                .is_none()
+        );
         // Under the name of another state, the value does not open for that state either.
         let moved = (lc.name("state-two"), cookie.1);
         assert!(lc.open(&k, &jar(&[moved]), "state-two").is_none());
