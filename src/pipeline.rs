@@ -1,6 +1,7 @@
 //! The per-request lifecycle, in one place: read the request once into a [`Ctx`] → check the
 //! path → pick the endpoint or route → anti-forgery check → load the session → refresh →
-//! rewrite headers → forward → log.
+//! rewrite headers → forward → log. Static routes take their own phase after the route is
+//! picked: method → fetch-site check → session → file.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,7 +17,8 @@ use crate::cookie::Jar;
 use crate::error::Error;
 use crate::proxy::headers::{self, Forwarding};
 use crate::response::Body;
-use crate::routes::{AuthMode, Route, is_routable_path};
+use crate::routes::{AuthMode, Route, RouteTarget, Upstream, is_routable_path};
+use crate::static_files::{self, StaticSite};
 use crate::{csrf, endpoints};
 
 /// What one request carries through the phases: read from the request once, filled in as
@@ -114,13 +116,17 @@ async fn dispatch<'a>(
         .find(req.uri().path())
         .ok_or(Error::NoRoute)?;
     ctx.route = &route.prefix;
-    forward(app, route, req, ctx).await
+    match &route.target {
+        RouteTarget::Upstream(upstream) => forward(app, route, upstream, req, ctx).await,
+        RouteTarget::Static(site) => serve_static(app, route, site, req, ctx).await,
+    }
 }
 
 /// The proxy path: authenticate, attach the token, forward.
 async fn forward(
     app: &Arc<App>,
     route: &Route,
+    upstream: &Upstream,
     mut req: Request<Incoming>,
     ctx: &mut Ctx<'_>,
 ) -> Result<Response<Body>, Error> {
@@ -147,12 +153,44 @@ async fn forward(
         client_ip: &client_ip,
         proto: server.public_origin.scheme(),
         host: server.origin.split_once("://").map_or("", |(_, h)| h),
-        upstream_authority: route.upstream.authority.as_str(),
+        upstream_authority: upstream.authority.as_str(),
         cookie: ctx.jar.forward(),
         authorization,
     };
     headers::prepare_request(req.headers_mut(), forwarding);
-    app.forwarder.forward(req, route).await
+    app.forwarder.forward(req, route, upstream).await
+}
+
+/// The static path: GET and HEAD only; on `required` no anti-forgery header (a navigation
+/// cannot send one) but a live session, without which a browser navigation goes to login
+/// and anything else gets 401; then the file. Rules in [`static_files::access`].
+async fn serve_static(
+    app: &Arc<App>,
+    route: &Route,
+    site: &StaticSite,
+    req: Request<Incoming>,
+    ctx: &mut Ctx<'_>,
+) -> Result<Response<Body>, Error> {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return Err(Error::MethodNotAllowed);
+    }
+    if route.auth != AuthMode::None {
+        static_files::access::verify(req.headers())?;
+        let loaded = match app.sessions.cookie_secret(&ctx.jar) {
+            Some(secret) => app.sessions.load(secret, true).await?,
+            None => None,
+        };
+        ctx.session = loaded.is_some();
+        if loaded.is_none() && route.auth == AuthMode::Required {
+            if static_files::access::is_navigation(req.method(), req.headers()) {
+                let login =
+                    static_files::access::login_location(&app.config.auth.prefix, req.uri());
+                return Ok(crate::response::redirect(&login));
+            }
+            return Err(Error::Unauthenticated);
+        }
+    }
+    Ok(site.serve(&route.prefix, &req).await?)
 }
 
 fn bearer(token: &str) -> Result<HeaderValue, Error> {

@@ -14,6 +14,7 @@ mod demo;
 mod support;
 
 use gatehouse::config::{Config, NoEnv};
+use gatehouse::routes::RouteTarget;
 use reqwest::Method;
 use serde_json::Value;
 use support::{Browser, REDIS_URL, location};
@@ -155,10 +156,12 @@ fn example_config_toml_is_valid_and_matches_the_demo_layout() {
         .unwrap_or_else(|e| panic!("config.toml: {e}"));
     assert_eq!(config.server.origin, "http://127.0.0.1:8080");
     assert_eq!(config.oidc.issuer.as_str(), "http://127.0.0.1:9000/");
-    let api = config.routes.find("/api/hello").unwrap();
-    assert_eq!(api.upstream.authority.as_str(), "127.0.0.1:9100");
-    let spa = config.routes.find("/").unwrap();
-    assert_eq!(spa.upstream.authority.as_str(), "127.0.0.1:9200");
+    let authority = |path: &str| match &config.routes.find(path).unwrap().target {
+        RouteTarget::Upstream(upstream) => upstream.authority.to_string(),
+        RouteTarget::Static(_) => panic!("{path} forwards"),
+    };
+    assert_eq!(authority("/api/hello"), "127.0.0.1:9100");
+    assert_eq!(authority("/"), "127.0.0.1:9200");
 }
 
 #[test]
