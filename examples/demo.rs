@@ -1,6 +1,7 @@
 //! `cargo run --example demo`: the whole stack in one process. A test OpenID Provider with a
-//! sign-in form (127.0.0.1:9000), a demo API (:9100), a one-page SPA (:9200), and gatehouse in
-//! front of both on http://127.0.0.1:8080, which is the only address the browser needs.
+//! sign-in form (127.0.0.1:9000), a demo API (:9100), and gatehouse on http://127.0.0.1:8080,
+//! which is the only address the browser needs: it forwards `/api/` to the API and serves the
+//! one-page SPA in `examples/demo/` itself, on a static route.
 //!
 //! Flags: `--port-offset N` adds N to every port, `--redis URL` keeps sessions in Redis,
 //! `--log FILTER` sets the log filter. `tests/demo_example.rs` runs [`start`] on free ports.
@@ -37,8 +38,8 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use provider::{ProviderOptions, TestProvider};
 
-/// The SPA: one static page that talks only to gatehouse.
-const SPA_HTML: &str = include_str!("demo/index.html");
+/// The SPA's files (a page, its script and its styles), which talk only to gatehouse.
+pub const SPA_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo");
 
 /// Gatehouse's configuration for the demo; the `{…}` placeholders are filled in at start-up.
 /// The top-level `config.toml` documents every key.
@@ -65,7 +66,8 @@ auth = "required"
 
 [[routes]]
 path = "/"
-upstream = "http://{spa}"
+static_dir = {spa_dir}
+spa_fallback = "index.html"
 auth = "none"
 "#;
 
@@ -75,7 +77,6 @@ pub struct Ports {
     pub gatehouse: u16,
     pub provider: u16,
     pub api: u16,
-    pub spa: u16,
 }
 
 impl Ports {
@@ -84,14 +85,12 @@ impl Ports {
         gatehouse: 8080,
         provider: 9000,
         api: 9100,
-        spa: 9200,
     };
     /// Free ports, chosen by the OS (tests).
     pub const ANY: Ports = Ports {
         gatehouse: 0,
         provider: 0,
         api: 0,
-        spa: 0,
     };
 
     /// Every port shifted by `n`; `None` past 65535.
@@ -100,7 +99,6 @@ impl Ports {
             gatehouse: self.gatehouse.checked_add(n)?,
             provider: self.provider.checked_add(n)?,
             api: self.api.checked_add(n)?,
-            spa: self.spa.checked_add(n)?,
         })
     }
 }
@@ -135,7 +133,6 @@ pub struct Demo {
     /// Gatehouse's public origin, e.g. `http://127.0.0.1:8080`: the one URL a browser opens.
     pub origin: String,
     pub api: SocketAddr,
-    pub spa: SocketAddr,
     stop: watch::Sender<()>,
     gatehouse: JoinHandle<()>,
     // Aborted when dropped, taking their connections along.
@@ -149,7 +146,7 @@ impl Demo {
     }
 }
 
-/// Starts the provider, the API, the SPA and gatehouse, in that order.
+/// Starts the provider, the API and gatehouse, in that order.
 pub async fn start(options: Options) -> Result<Demo, DemoError> {
     let ports = options.ports;
     let provider_opts = ProviderOptions {
@@ -160,22 +157,17 @@ pub async fn start(options: Options) -> Result<Demo, DemoError> {
         .await
         .map_err(|source| bind_error("test OpenID Provider", ports.provider, source))?;
     let api = bind("demo API", ports.api).await?;
-    let spa = bind("demo SPA", ports.spa).await?;
     let gatehouse = bind("gatehouse", ports.gatehouse).await?;
-    let (api_addr, spa_addr, listen) = (local(&api)?, local(&spa)?, local(&gatehouse)?);
+    let (api_addr, listen) = (local(&api)?, local(&gatehouse)?);
     let origin = format!("http://{listen}");
 
-    let config = Config::from_toml(
-        &config_toml(&provider, &options, listen, api_addr, spa_addr),
-        &NoEnv,
-    )?;
+    let config = Config::from_toml(&config_toml(&provider, &options, listen, api_addr), &NoEnv)?;
     let mut servers = JoinSet::new();
     let state = Arc::new(ApiState {
         http: reqwest::Client::new(),
         userinfo: format!("{}/userinfo", provider.issuer()),
     });
     servers.spawn(serve(api, move |req| api_handler(Arc::clone(&state), req)));
-    servers.spawn(serve(spa, |req| async move { spa_handler(&req) }));
 
     let (stop, mut stopped) = watch::channel(());
     let gatehouse = tokio::spawn(async move {
@@ -189,7 +181,6 @@ pub async fn start(options: Options) -> Result<Demo, DemoError> {
         provider,
         origin,
         api: api_addr,
-        spa: spa_addr,
         stop,
         gatehouse,
         _servers: servers,
@@ -201,7 +192,6 @@ fn config_toml(
     options: &Options,
     listen: SocketAddr,
     api: SocketAddr,
-    spa: SocketAddr,
 ) -> String {
     let key = base64::engine::general_purpose::STANDARD.encode(gatehouse::cookie::random_key());
     let store = match &options.redis_url {
@@ -221,7 +211,7 @@ fn config_toml(
         .replace("{key}", &key)
         .replace("{store}", &store)
         .replace("{api}", &api.to_string())
-        .replace("{spa}", &spa.to_string())
+        .replace("{spa_dir}", &toml_string(SPA_DIR))
 }
 
 /// A TOML basic string, so a URL from the command line cannot break the file.
@@ -339,15 +329,6 @@ async fn hello(state: &ApiState, token: &str) -> Response<Body> {
     json_response(status, &body)
 }
 
-fn spa_handler(req: &Request<Incoming>) -> Response<Body> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/" | "/index.html") => {
-            response(StatusCode::OK, "text/html; charset=utf-8", SPA_HTML)
-        }
-        _ => response(StatusCode::NOT_FOUND, "text/plain", "not found"),
-    }
-}
-
 fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     response(status, "application/json", body.to_string())
 }
@@ -369,7 +350,7 @@ fn response(
 #[derive(Parser)]
 #[command(name = "demo")]
 struct Args {
-    /// Add N to every port (gatehouse 8080, provider 9000, API 9100, SPA 9200).
+    /// Add N to every port (gatehouse 8080, provider 9000, API 9100).
     #[arg(long, value_name = "N", default_value_t = 0)]
     port_offset: u16,
     /// Keep sessions in Redis, e.g. redis://127.0.0.1:6379, instead of in memory.
@@ -402,7 +383,7 @@ async fn main() -> ExitCode {
     tracing::info!(
         provider = %demo.provider.issuer(),
         api = %demo.api,
-        spa = %demo.spa,
+        files = SPA_DIR,
         "demo is up: open {} in your browser (Ctrl-C stops it)",
         demo.origin
     );

@@ -6,7 +6,7 @@
 #   scripts/loadtest.sh            # memory store, then Redis if it answers on 127.0.0.1:6379
 #
 # Env: DURATION (default 10s), PORT_OFFSET (default 20000: gatehouse on 28080, provider 29000,
-# API 29100, SPA 29200; the Redis run uses PORT_OFFSET+1), REDIS_URL (default
+# API 29100; the Redis run uses PORT_OFFSET+1), REDIS_URL (default
 # redis://127.0.0.1:6379), CARGO_TARGET_DIR. Every wrk run is -t2 -c32 -d$DURATION.
 #
 # /api/echo answers without calling anyone, so "direct" vs "gatehouse" on it is the proxy's

@@ -12,6 +12,7 @@ use crate::csrf::CsrfError;
 use crate::oidc::OidcError;
 use crate::response::{self, Body};
 use crate::session::StoreError;
+use crate::static_files::StaticError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -42,6 +43,8 @@ pub enum Error {
     UpstreamUnavailable { upstream: String, detail: String },
     #[error("upstream {upstream} did not answer within {seconds}s")]
     UpstreamTimeout { upstream: String, seconds: u64 },
+    #[error(transparent)]
+    Static(#[from] StaticError),
 }
 
 impl Error {
@@ -86,6 +89,7 @@ impl Error {
                 "logout must carry this session's sid or the anti-forgery header",
             ),
             Error::Oidc(e) => e.parts(),
+            Error::Static(e) => e.parts(),
             Error::RefreshUnavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "provider_unavailable",

@@ -59,12 +59,10 @@ pub fn check(
         return Verdict::Allowed;
     }
     if is_navigation(method, headers) {
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        // Only origin-form paths are carried over; anything else starts at the root.
-        let path = if path.starts_with('/') && !path.starts_with("//") {
-            path
-        } else {
-            "/"
+        // Only a path gatehouse would route is carried over; anything else starts at the root.
+        let path = match uri.path_and_query() {
+            Some(p) if crate::routes::is_routable_path(p.path()) => p.as_str(),
+            _ => "/",
         };
         return Verdict::Redirect(format!("{origin}{path}"));
     }

@@ -3,7 +3,7 @@
 //! calls with `Authorization: Bearer`.
 //!
 //! A request's path: [`server`] → [`pipeline`] → [`endpoints`] or [`routes`] → [`csrf`] →
-//! [`session`] → [`oidc::refresh`] → [`proxy`].
+//! [`session`] → [`oidc::refresh`] → [`proxy`] (or, on static routes, [`static_files`]).
 //!
 //! - [`config`]: TOML + environment → validated, typed `Config`
 //! - [`server`]: accept loop, connection limits, graceful shutdown
@@ -18,6 +18,7 @@
 //! - [`cookie`]: the request's cookie jar, cookie attributes, AES-GCM sealing with a key ring
 //! - [`oidc`]: discovery, JWKS, login, callback, ID token validation, refresh, revocation
 //! - [`proxy`]: forwarding and header hygiene
+//! - [`static_files`]: static routes, serving an SPA's files with its fallback and caching
 //! - [`error`]: the one place errors become responses; [`response`]: response builders
 //! - [`secret`]: redacted secret strings; [`telemetry`]: logging setup
 
@@ -37,4 +38,5 @@ pub mod routes;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod static_files;
 pub mod telemetry;

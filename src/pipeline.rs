@@ -1,7 +1,8 @@
 //! The per-request lifecycle, in one place: read the request once into a [`Ctx`] → refuse
 //! what no route may see (method, head size, host, path) → pick the endpoint or route →
 //! anti-forgery check → load the session → refresh → rewrite the request → forward →
-//! rewrite the response → log.
+//! rewrite the response → log. Static routes take their own phase after the route is
+//! picked: method → fetch-site check → session → file.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,7 +19,8 @@ use crate::error::Error;
 use crate::host::{self, Verdict};
 use crate::proxy::headers::{self, Forwarding};
 use crate::response::Body;
-use crate::routes::{AuthMode, Route, is_routable_path};
+use crate::routes::{AuthMode, Route, RouteTarget, Upstream, is_routable_path};
+use crate::static_files::{self, StaticSite};
 use crate::{csrf, endpoints};
 
 /// Largest request head accepted: the request line and header lines as HTTP/1.1 writes them
@@ -129,7 +131,10 @@ async fn dispatch<'a>(
         .find(req.uri().path())
         .ok_or(Error::NoRoute)?;
     ctx.route = &route.prefix;
-    forward(app, route, req, ctx).await
+    match &route.target {
+        RouteTarget::Upstream(upstream) => forward(app, route, upstream, req, ctx).await,
+        RouteTarget::Static(site) => serve_static(app, route, site, req, ctx).await,
+    }
 }
 
 /// The checks every request passes before any endpoint or route sees it.
@@ -180,6 +185,7 @@ fn head_size(method: &Method, uri: &http::Uri, headers: &HeaderMap) -> usize {
 async fn forward(
     app: &Arc<App>,
     route: &Route,
+    upstream: &Upstream,
     mut req: Request<Incoming>,
     ctx: &mut Ctx<'_>,
 ) -> Result<Response<Body>, Error> {
@@ -206,15 +212,47 @@ async fn forward(
         client_ip: &client_ip,
         proto: server.public_origin.scheme(),
         host: server.origin.split_once("://").map_or("", |(_, h)| h),
-        upstream_authority: route.upstream.authority.as_str(),
+        upstream_authority: upstream.authority.as_str(),
         cookie: ctx.jar.forward(),
         authorization,
         strip: &server.strip_request_headers,
     };
     headers::prepare_request(req.headers_mut(), forwarding);
-    let mut res = app.forwarder.forward(req, route).await?;
+    let mut res = app.forwarder.forward(req, route, upstream).await?;
     headers::drop_our_set_cookies(res.headers_mut(), &app.cookie_names);
     Ok(res)
+}
+
+/// The static path: GET and HEAD only; on `required` no anti-forgery header (a navigation
+/// cannot send one) but a live session, without which a browser navigation goes to login
+/// and anything else gets 401; then the file. Rules in [`static_files::access`].
+async fn serve_static(
+    app: &Arc<App>,
+    route: &Route,
+    site: &StaticSite,
+    req: Request<Incoming>,
+    ctx: &mut Ctx<'_>,
+) -> Result<Response<Body>, Error> {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return Err(Error::MethodNotAllowed);
+    }
+    if route.auth != AuthMode::None {
+        static_files::access::verify(req.headers())?;
+        let loaded = match app.sessions.cookie_secret(&ctx.jar) {
+            Some(secret) => app.sessions.load(secret, true).await?,
+            None => None,
+        };
+        ctx.session = loaded.is_some();
+        if loaded.is_none() && route.auth == AuthMode::Required {
+            if static_files::access::is_navigation(req.method(), req.headers()) {
+                let login =
+                    static_files::access::login_location(&app.config.auth.prefix, req.uri());
+                return Ok(crate::response::redirect(&login));
+            }
+            return Err(Error::Unauthenticated);
+        }
+    }
+    Ok(site.serve(&route.prefix, &req).await?)
 }
 
 fn bearer(token: &str) -> Result<HeaderValue, Error> {

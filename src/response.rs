@@ -1,5 +1,6 @@
 //! Response bodies and builders for what gatehouse answers itself (JSON, small HTML pages,
-//! redirects). Proxied responses stream the upstream's body through untouched.
+//! redirects). Proxied responses stream the upstream's body through untouched, and static
+//! routes stream files.
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
@@ -7,11 +8,18 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
-/// Either a streamed upstream body or one gatehouse wrote.
-pub type Body = Either<Incoming, Full<Bytes>>;
+/// A streamed upstream body, one gatehouse wrote, or a file of a static route.
+pub type Body = Either<Incoming, Either<Full<Bytes>, FileBody>>;
+
+/// A file streamed by a static route.
+pub type FileBody = tower_http::services::fs::ServeFileSystemResponseBody;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Either::Right(Full::new(bytes.into()))
+    Either::Right(Either::Left(Full::new(bytes.into())))
+}
+
+pub fn file(body: FileBody) -> Body {
+    Either::Right(Either::Right(body))
 }
 
 fn with_type(

@@ -1,4 +1,5 @@
-//! The route table: which upstream serves a path, and how it is authenticated.
+//! The route table: what serves a path (an upstream, or a directory of files), and how it
+//! is authenticated.
 //! Longest prefix wins; a prefix without a trailing slash matches whole segments only
 //! (`/api` matches `/api` and `/api/x`, never `/apix`).
 
@@ -7,6 +8,7 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 
 use crate::csrf::CsrfPolicy;
+use crate::static_files::StaticSite;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
@@ -64,10 +66,19 @@ impl Upstream {
     }
 }
 
+/// What a route does with a request: each kind has its own phase in the pipeline.
+#[derive(Debug, Clone)]
+pub enum RouteTarget {
+    /// Forward to an upstream (`upstream = ...`).
+    Upstream(Upstream),
+    /// Serve files from a directory (`static_dir = ...`).
+    Static(StaticSite),
+}
+
 #[derive(Debug, Clone)]
 pub struct Route {
     pub prefix: String,
-    pub upstream: Upstream,
+    pub target: RouteTarget,
     pub auth: AuthMode,
     pub csrf: CsrfPolicy,
     /// Time allowed for the upstream's response headers.
@@ -141,7 +152,7 @@ mod tests {
     fn route(prefix: &str) -> Route {
         Route {
             prefix: prefix.into(),
-            upstream: Upstream::parse("http://127.0.0.1:1").unwrap(),
+            target: RouteTarget::Upstream(Upstream::parse("http://127.0.0.1:1").unwrap()),
             auth: AuthMode::None,
             csrf: CsrfPolicy::new(
                 HeaderName::from_static("x-csrf"),

@@ -63,10 +63,15 @@ auth = "required"
 path = "/opt/"
 upstream = "http://127.0.0.1:9000"
 auth = "maybe"
+
+[[routes]]
+path = "/app/"
+static_dir = "./no-such-directory-for-gatehouse-tests"
+auth = "none"
 "#;
 
 /// Each problem in [`INVALID`]: the key it must be reported under and a word of the message.
-const INVALID_PROBLEMS: [(&str, &str); 7] = [
+const INVALID_PROBLEMS: [(&str, &str); 8] = [
     ("oidc.issuer", "https"),
     ("session.redis_url", "required"),
     ("session.keys[1]", "32 bytes"),
@@ -74,6 +79,7 @@ const INVALID_PROBLEMS: [(&str, &str); 7] = [
     ("session.idle_timeout", "duration"),
     ("routes[0].upstream", "not a url"),
     ("routes[1].auth", "maybe"),
+    ("routes[2].static_dir", "does not exist"),
 ];
 
 /// The real binary, with none of gatehouse's environment variables inherited.

@@ -14,6 +14,7 @@ mod demo;
 mod support;
 
 use gatehouse::config::{Config, NoEnv};
+use gatehouse::routes::RouteTarget;
 use reqwest::Method;
 use serde_json::Value;
 use support::{Browser, REDIS_URL, location};
@@ -66,8 +67,34 @@ async fn sign_in_and_call_the_api(demo: &demo::Demo) {
             .unwrap()
             .starts_with("text/html")
     );
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'"),
+        "gatehouse serves the page itself, with the static routes' headers"
+    );
     let html = page.text().await.unwrap();
-    assert!(html.contains("/auth/login?return_to=/") && html.contains("/auth/user"));
+    assert!(html.contains("/auth/login?return_to=/") && html.contains("/app.js"));
+    let script = browser.get("/app.js").await;
+    assert_eq!(script.status(), 200);
+    assert!(
+        script.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("javascript")
+    );
+    assert!(script.text().await.unwrap().contains("/auth/user"));
+    let navigation = browser
+        .http
+        .get(format!("{}/some/client/route", demo.origin))
+        .header("accept", "text/html");
+    let client_route = browser.send(navigation).await;
+    assert_eq!(
+        client_route.status(),
+        200,
+        "the SPA fallback answers client-side routes"
+    );
 
     let signed_out = browser.api(Method::GET, "/auth/user").await;
     assert_eq!(signed_out.status(), 401);
@@ -156,9 +183,20 @@ fn example_config_toml_is_valid_and_matches_the_demo_layout() {
     assert_eq!(config.server.origin, "http://127.0.0.1:8080");
     assert_eq!(config.oidc.issuer.as_str(), "http://127.0.0.1:9000/");
     let api = config.routes.find("/api/hello").unwrap();
-    assert_eq!(api.upstream.authority.as_str(), "127.0.0.1:9100");
+    let RouteTarget::Upstream(upstream) = &api.target else {
+        panic!("/api/ forwards")
+    };
+    assert_eq!(upstream.authority.as_str(), "127.0.0.1:9100");
     let spa = config.routes.find("/").unwrap();
-    assert_eq!(spa.upstream.authority.as_str(), "127.0.0.1:9200");
+    let RouteTarget::Static(site) = &spa.target else {
+        panic!("/ serves files")
+    };
+    assert_eq!(
+        site.root,
+        std::path::Path::new(demo::SPA_DIR).canonicalize().unwrap(),
+        "config.toml serves the demo's files"
+    );
+    assert_eq!(site.fallback.as_deref(), Some("index.html"));
 }
 
 #[test]

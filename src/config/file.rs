@@ -119,7 +119,17 @@ pub struct AuthFile {
 
 pub struct RouteFile {
     pub path: String,
-    pub upstream: String,
+    /// `http(s)://host[:port]` to forward to. A route has this or `static_dir`, not both.
+    pub upstream: Option<String>,
+    /// Directory whose files the route serves instead of proxying (static route).
+    pub static_dir: Option<String>,
+    /// Static routes: file inside `static_dir` that answers client-side routes.
+    pub spa_fallback: Option<String>,
+    /// Static routes: patterns (relative to `static_dir`) of fingerprinted files, cached a year.
+    pub immutable: Option<Vec<String>>,
+    /// Static routes: `Content-Security-Policy` of HTML documents; default
+    /// [`crate::static_files::DEFAULT_CSP`].
+    pub content_security_policy: Option<String>,
     /// "required" | "optional" | "none"; no default, so every route says what it is.
     pub auth: String,
     pub csrf_header: Option<String>,

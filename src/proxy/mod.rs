@@ -19,7 +19,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::error::Error;
 use crate::response::Body;
-use crate::routes::Route;
+use crate::routes::{Route, Upstream};
 
 /// The shared upstream client.
 #[derive(Clone)]
@@ -65,13 +65,14 @@ impl Forwarder {
         &self,
         mut req: Request<Incoming>,
         route: &Route,
+        upstream: &Upstream,
     ) -> Result<Response<Body>, Error> {
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(route.upstream.scheme.clone());
-        parts.authority = Some(route.upstream.authority.clone());
+        parts.scheme = Some(upstream.scheme.clone());
+        parts.authority = Some(upstream.authority.clone());
         parts.path_and_query = req.uri().path_and_query().cloned();
         *req.uri_mut() = Uri::from_parts(parts).map_err(|e| Error::UpstreamUnavailable {
-            upstream: route.upstream.authority.to_string(),
+            upstream: upstream.authority.to_string(),
             detail: e.to_string(),
         })?;
         *req.version_mut() = http::Version::HTTP_11;
@@ -80,13 +81,13 @@ impl Forwarder {
             Ok(Ok(res)) => res,
             Ok(Err(e)) => {
                 return Err(Error::UpstreamUnavailable {
-                    upstream: route.upstream.authority.to_string(),
+                    upstream: upstream.authority.to_string(),
                     detail: crate::oidc::error_chain(&e),
                 });
             }
             Err(_) => {
                 return Err(Error::UpstreamTimeout {
-                    upstream: route.upstream.authority.to_string(),
+                    upstream: upstream.authority.to_string(),
                     seconds: route.timeout.as_secs(),
                 });
             }

@@ -1,10 +1,12 @@
 //! File model + environment → typed `Config`. Every error names the key it is about.
-//! One file per section: [`server`] (with `[auth]` and routes), [`oidc`], [`session`].
+//! One file per section: [`server`] (with `[auth]` and routes), [`oidc`], [`session`],
+//! [`static_site`] (the keys of static routes).
 
 mod oidc;
 mod routes;
 mod server;
 mod session;
+mod static_site;
 
 use std::time::Duration;
 

@@ -1,13 +1,13 @@
-//! `[[routes]]`.
+//! `[[routes]]`. Upstream routes here; static routes' own keys in [`super::static_site`].
 
 use url::Url;
 
 use super::super::file::*;
 use super::super::*;
 use super::server::csrf_header;
-use super::{Errors, MAX_NETWORK_TIMEOUT, is_loopback_host};
+use super::{Errors, MAX_NETWORK_TIMEOUT, is_loopback_host, static_site};
 use crate::csrf::CsrfPolicy;
-use crate::routes::{AuthMode, Route, RouteTable, Upstream};
+use crate::routes::{AuthMode, Route, RouteTable, RouteTarget, Upstream};
 
 pub(super) fn routes(
     files: &[RouteFile],
@@ -61,12 +61,13 @@ pub(super) fn routes(
                 AuthMode::Required
             }
         };
-        let upstream = match Upstream::parse(&f.upstream) {
-            Ok(u) => Some(u),
-            Err(msg) => {
+        let upstream = match f.upstream.as_deref().map(Upstream::parse) {
+            Some(Ok(u)) => Some(u),
+            Some(Err(msg)) => {
                 errs.push(format!("{key}.upstream"), msg);
                 None
             }
+            None => None,
         };
         let plain_remote = upstream.as_ref().is_some_and(|u| {
             u.scheme == http::uri::Scheme::HTTP && !is_loopback_host(u.authority.host())
@@ -95,10 +96,33 @@ pub(super) fn routes(
             DEFAULT_UPSTREAM_TIMEOUT,
             MAX_NETWORK_TIMEOUT,
         );
-        if let Some(upstream) = upstream {
+        let target = match (&f.upstream, &f.static_dir) {
+            (Some(_), None) => {
+                static_site::no_static_keys(&key, f, errs);
+                upstream.map(RouteTarget::Upstream)
+            }
+            (None, Some(dir)) => {
+                static_site::site(&key, dir, f, mode, errs).map(RouteTarget::Static)
+            }
+            (Some(_), Some(_)) => {
+                errs.push(
+                    format!("{key}.static_dir"),
+                    format!("cannot be combined with {key}.upstream: a route either forwards (upstream) or serves files (static_dir)"),
+                );
+                None
+            }
+            (None, None) => {
+                errs.push(
+                    format!("{key}.upstream"),
+                    "missing: set upstream to forward requests, or static_dir to serve files",
+                );
+                None
+            }
+        };
+        if let Some(target) = target {
             routes.push(Route {
                 prefix: f.path.clone(),
-                upstream,
+                target,
                 auth: mode,
                 csrf,
                 timeout,
