@@ -15,10 +15,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openidconnect::{Nonce, OAuth2TokenResponse, RefreshToken, TokenResponse};
+use openidconnect::Nonce;
 
 use super::OidcError;
-use super::flow::{token_error, tokens_from};
+use super::flow::tokens_from;
 use crate::app::App;
 use crate::error::Error;
 use crate::secret::Secret;
@@ -229,13 +229,8 @@ fn keep_or_fail(loaded: &Loaded, why: String) -> Result<Secret, Error> {
 /// One refresh-token grant; returns the new token set.
 async fn refresh(app: &App, loaded: &Loaded, refresh_token: &Secret) -> Result<Tokens, OidcError> {
     let provider = app.oidc.provider()?;
-    let response = provider
-        .client
-        .exchange_refresh_token(&RefreshToken::new(refresh_token.expose().to_owned()))
-        .request_async(app.oidc.http())
-        .await
-        .map_err(token_error)?;
-    super::flow::check_bearer(response.token_type().as_ref())?;
+    let response = app.oidc.refresh_grant(&provider, refresh_token).await?;
+    super::flow::check_bearer(response.token_type())?;
     let old = &loaded.session.tokens;
     let mut id_token = old.id_token.clone();
     if let Some(new_id) = response.id_token() {

@@ -7,7 +7,7 @@ use url::Url;
 
 use super::super::file::*;
 use super::super::*;
-use super::{Errors, MAX_NETWORK_TIMEOUT, secure_url};
+use super::{Errors, MAX_NETWORK_TIMEOUT, ca_file, secure_url};
 
 pub(super) fn server(f: &ServerFile, errs: &mut Errors) -> ServerConfig {
     let listen_raw = f.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
@@ -71,40 +71,8 @@ pub(super) fn server(f: &ServerFile, errs: &mut Errors) -> ServerConfig {
         upstream_ca: f
             .upstream_ca_file
             .as_deref()
-            .map(|path| ca_file(path, errs))
+            .map(|path| ca_file("server.upstream_ca_file", path, errs))
             .unwrap_or_default(),
-    }
-}
-
-/// Every certificate in a PEM file; an error names the key when there is none.
-fn ca_file(path: &str, errs: &mut Errors) -> Vec<rustls_pki_types::CertificateDer<'static>> {
-    use rustls_pki_types::pem::PemObject as _;
-    let certs: Result<Vec<_>, _> = match rustls_pki_types::CertificateDer::pem_file_iter(path) {
-        Ok(iter) => iter.collect(),
-        Err(e) => {
-            errs.push(
-                "server.upstream_ca_file",
-                format!("cannot read {path}: {e}"),
-            );
-            return Vec::new();
-        }
-    };
-    match certs {
-        Ok(certs) if !certs.is_empty() => certs,
-        Ok(_) => {
-            errs.push(
-                "server.upstream_ca_file",
-                format!("{path} holds no PEM certificate"),
-            );
-            Vec::new()
-        }
-        Err(e) => {
-            errs.push(
-                "server.upstream_ca_file",
-                format!("{path} is not valid PEM: {e}"),
-            );
-            Vec::new()
-        }
     }
 }
 
