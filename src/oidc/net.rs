@@ -92,6 +92,31 @@ mod tests {
         h
     }
 
+    /// Serves one HTTP/1.1 answer with a body of `len` bytes on 127.0.0.1; returns its URL.
+    async fn serve_body(len: usize) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 1024];
+            let _ = conn.read(&mut head).await;
+            let header = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+            let _ = conn.write_all(header.as_bytes()).await;
+            let _ = conn.write_all(&vec![b'x'; len]).await;
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn provider_answers_are_read_up_to_one_mebibyte_only() {
+        let http = client(Duration::from_secs(5), &[]).unwrap();
+        let small = send(http.get(serve_body(1000).await)).await.unwrap();
+        assert_eq!(small.body.len(), 1000);
+        let big = send(http.get(serve_body(MAX_RESPONSE_BYTES + 1).await)).await;
+        assert!(big.is_err_and(|e| e.contains("larger than")));
+    }
+
     #[test]
     fn freshness_reads_max_age_minus_age_and_treats_no_store_as_stale() {
         let secs = |s| Some(Duration::from_secs(s));

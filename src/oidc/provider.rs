@@ -177,8 +177,6 @@ pub struct Endpoints {
 pub struct Provider {
     pub endpoints: Endpoints,
     pub advertised: Discovery,
-    /// Whether `advertised` came from a discovery document.
-    pub discovered: bool,
 }
 
 impl Provider {
@@ -187,7 +185,6 @@ impl Provider {
         settings: &Settings,
         discovery: Option<Discovery>,
     ) -> Result<Provider, DiscoveryError> {
-        let discovered = discovery.is_some();
         let doc = discovery.unwrap_or_default();
         let o = &settings.endpoints;
         let pick =
@@ -225,7 +222,6 @@ impl Provider {
         Ok(Provider {
             endpoints,
             advertised: doc,
-            discovered,
         })
     }
 }
