@@ -6,6 +6,7 @@
 //! [`session`] → [`oidc::refresh`] → [`proxy`] (or, on static routes, [`static_files`]).
 //!
 //! - [`config`]: TOML + environment → validated, typed `Config`
+//! - [`check`]: `gatehouse check --online`: the provider and the store as `run` would see them
 //! - [`server`]: accept loop, connection limits, graceful shutdown
 //! - [`app`]: the shared state every request borrows (`App`)
 //! - [`pipeline`]: the per-request lifecycle and its context (`Ctx`)
@@ -16,13 +17,15 @@
 //! - [`redirect`]: `return_to` validation
 //! - [`session`]: session records, login transactions, Redis and memory stores
 //! - [`cookie`]: the request's cookie jar, cookie attributes, AES-GCM sealing with a key ring
-//! - [`oidc`]: discovery, JWKS, login, callback, ID token validation, refresh, revocation
+//! - [`oidc`]: discovery, signing keys and their refresh, login, callback, token endpoint,
+//!   ID token validation, refresh, revocation, back-channel logout
 //! - [`proxy`]: forwarding and header hygiene
 //! - [`static_files`]: static routes, serving an SPA's files with its fallback and caching
 //! - [`error`]: the one place errors become responses; [`response`]: response builders
 //! - [`secret`]: redacted secret strings; [`telemetry`]: logging setup
 
 pub mod app;
+pub mod check;
 pub mod config;
 pub mod cookie;
 pub mod csrf;

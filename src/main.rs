@@ -35,7 +35,12 @@ enum Command {
     /// Run the proxy (the default).
     Run,
     /// Validate the config file and list every problem.
-    Check,
+    Check {
+        /// Also contact the provider and the store the way `run` would, and report what
+        /// they offer and what that means; exits non-zero on errors, zero with warnings.
+        #[arg(long)]
+        online: bool,
+    },
     /// Print a fresh random session key (base64 of 32 bytes).
     Keygen,
 }
@@ -51,7 +56,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Check => {
+        Command::Check { online } => {
             let config = Config::load(&cli.config, &ProcessEnv)?;
             #[expect(clippy::print_stdout, reason = "check reports to the operator")]
             {
@@ -59,6 +64,19 @@ fn main() -> anyhow::Result<()> {
                     println!("warning: {w}");
                 }
                 println!("{}: ok", cli.config.display());
+            }
+            if !online {
+                return Ok(());
+            }
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let report = runtime.block_on(gatehouse::check::online(&config));
+            #[expect(clippy::print_stdout, reason = "check reports to the operator")]
+            {
+                println!("{report}");
+            }
+            if report.has_errors() {
+                anyhow::bail!("{}: the online check found errors", cli.config.display());
             }
             Ok(())
         }

@@ -181,7 +181,10 @@ fn example_config_toml_is_valid_and_matches_the_demo_layout() {
     let config = Config::from_toml(include_str!("../config.toml"), &NoEnv)
         .unwrap_or_else(|e| panic!("config.toml: {e}"));
     assert_eq!(config.server.origin, "http://127.0.0.1:8080");
-    assert_eq!(config.oidc.issuer.as_str(), "http://127.0.0.1:9000/");
+    assert_eq!(
+        config.oidc.issuer, "http://127.0.0.1:9000",
+        "kept exactly as written"
+    );
     let api = config.routes.find("/api/hello").unwrap();
     let RouteTarget::Upstream(upstream) = &api.target else {
         panic!("/api/ forwards")

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use support::provider::{
     Audience, BACKCHANNEL_LOGOUT_EVENT, EVIL_ISSUER, OTHER_CLIENT, Override, ProviderOptions,
-    Signing, TestProvider, TokenFault, UNKNOWN_KID, decode_unverified,
+    Shape, Signing, TestProvider, TokenFault, UNKNOWN_KID, decode_unverified,
 };
 use url::Url;
 
@@ -626,4 +626,167 @@ async fn interactive_mode_shows_a_form_whose_post_approves() {
     let pairs = location_pairs(&res);
     assert!(param(&pairs, "code").is_some());
     assert_eq!(p.stats().authorize, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shapes
+// ---------------------------------------------------------------------------------------------
+
+const SHAPES: [Shape; 9] = [
+    Shape::Standard,
+    Shape::Auth0,
+    Shape::Keycloak,
+    Shape::EntraId,
+    Shape::Google,
+    Shape::Okta,
+    Shape::Cognito,
+    Shape::LegacyEs256,
+    Shape::LegacyPs256,
+];
+
+async fn discovery(p: &TestProvider) -> Value {
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        p.issuer().trim_end_matches('/')
+    );
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_shape_publishes_its_exact_issuer_and_serves_every_endpoint_it_advertises() {
+    for shape in SHAPES {
+        let p = TestProvider::start(ProviderOptions::shaped(shape)).await;
+        let doc = discovery(&p).await;
+        assert_eq!(doc["issuer"], p.issuer(), "{shape:?}");
+        for member in [
+            "authorization_endpoint",
+            "token_endpoint",
+            "jwks_uri",
+            "userinfo_endpoint",
+            "end_session_endpoint",
+            "revocation_endpoint",
+        ] {
+            let Some(url) = doc[member].as_str() else {
+                continue;
+            };
+            let res = client().get(url).send().await.unwrap();
+            assert_ne!(
+                res.status(),
+                StatusCode::NOT_FOUND,
+                "{shape:?} {member} {url}"
+            );
+        }
+        let keys: Value = client()
+            .get(doc["jwks_uri"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let key = &keys["keys"][0];
+        assert_eq!(
+            key["alg"], doc["id_token_signing_alg_values_supported"][0],
+            "{shape:?}"
+        );
+        assert_eq!(
+            key.get("kid").is_some(),
+            shape != Shape::LegacyEs256,
+            "{shape:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn shapes_differ_where_their_providers_do() {
+    let auth0 = TestProvider::start(ProviderOptions::shaped(Shape::Auth0)).await;
+    assert!(auth0.issuer().ends_with('/'));
+    let google =
+        discovery(&TestProvider::start(ProviderOptions::shaped(Shape::Google)).await).await;
+    assert!(google.get("end_session_endpoint").is_none());
+    assert!(
+        !google["scopes_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("offline_access"))
+    );
+    let entra =
+        discovery(&TestProvider::start(ProviderOptions::shaped(Shape::EntraId)).await).await;
+    assert!(entra.get("revocation_endpoint").is_none());
+    let cognito_p = TestProvider::start(ProviderOptions::shaped(Shape::Cognito)).await;
+    let cognito = discovery(&cognito_p).await;
+    assert!(cognito.get("end_session_endpoint").is_none());
+    assert!(cognito.get("revocation_endpoint").is_none());
+    assert!(
+        cognito["authorization_endpoint"]
+            .as_str()
+            .unwrap()
+            .starts_with(&cognito_p.other_origin())
+    );
+    for legacy in [Shape::LegacyEs256, Shape::LegacyPs256] {
+        let doc = discovery(&TestProvider::start(ProviderOptions::shaped(legacy)).await).await;
+        assert!(
+            doc.get("code_challenge_methods_supported").is_none(),
+            "{legacy:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cognito_logout_needs_client_id_and_logout_uri() {
+    let p = TestProvider::start(ProviderOptions::shaped(Shape::Cognito)).await;
+    let url = format!("{}/logout", p.other_origin());
+    let res = client()
+        .get(&url)
+        .query(&[("logout_uri", "http://127.0.0.1:9/bye")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let res = client()
+        .get(&url)
+        .query(&[
+            ("client_id", "bff"),
+            ("logout_uri", "http://127.0.0.1:9/bye"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["location"], "http://127.0.0.1:9/bye");
+}
+
+#[tokio::test]
+async fn metadata_max_age_is_sent_only_when_set_and_the_jwks_fault_answers_500() {
+    let p = provider().await;
+    let res = client()
+        .get(format!("{}/jwks", p.issuer()))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().get("cache-control").is_none());
+    let opts = ProviderOptions {
+        metadata_max_age: Some(Duration::from_secs(7)),
+        ..ProviderOptions::default()
+    };
+    let p = TestProvider::start(opts).await;
+    let res = client()
+        .get(format!("{}/jwks", p.issuer()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["cache-control"], "public, max-age=7");
+    p.set(|m| m.jwks_fault = true);
+    let res = client()
+        .get(format!("{}/jwks", p.issuer()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
 }

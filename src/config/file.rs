@@ -1,6 +1,8 @@
 //! The config file as users write it: serde structs with every default named here.
 //! Nothing in this file is validated; `super::validate` turns it into a typed `Config`.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -29,6 +31,9 @@ pub const DEFAULT_IDLE_CONNECTION_TIMEOUT: &str = "60s";
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
 pub const DEFAULT_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 pub const DEFAULT_ALGS: [&str; 3] = ["RS256", "PS256", "ES256"];
+pub const DEFAULT_POST_LOGOUT_REDIRECT_PARAM: &str = "post_logout_redirect_uri";
+pub const DEFAULT_METADATA_REFRESH_MIN: &str = "1m";
+pub const DEFAULT_METADATA_REFRESH_MAX: &str = "1h";
 
 #[derive(Debug, Deserialize)]
 
@@ -84,6 +89,25 @@ pub struct OidcFile {
     pub clock_skew: Option<String>,
     pub max_id_token_age: Option<String>,
     pub refresh_skew: Option<String>,
+    /// PEM file of extra CA certificates trusted for the provider (a private CA).
+    pub ca_file: Option<String>,
+    /// Fetch `{issuer}/.well-known/openid-configuration` (default true). Without it, the
+    /// authorization, token and JWKS endpoints must be configured.
+    pub discovery: Option<bool>,
+    /// Endpoint overrides: each wins over what discovery says.
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub userinfo_endpoint: Option<String>,
+    pub end_session_endpoint: Option<String>,
+    pub revocation_endpoint: Option<String>,
+    /// Name of the end-session parameter that carries `post_logout_redirect_uri`.
+    pub post_logout_redirect_param: Option<String>,
+    /// Extra authorization-request parameters, e.g. `{ audience = "https://api" }`.
+    pub auth_params: Option<BTreeMap<String, String>>,
+    /// Bounds on the background refresh of the discovery document and the JWKS.
+    pub metadata_refresh_min: Option<String>,
+    pub metadata_refresh_max: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -64,9 +64,22 @@ pub enum TokenEndpointAuth {
     ClientSecretPost,
 }
 
+/// Provider endpoints set in the config; each wins over the discovery document.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointOverrides {
+    pub authorization: Option<Url>,
+    pub token: Option<Url>,
+    pub jwks_uri: Option<Url>,
+    pub userinfo: Option<Url>,
+    pub end_session: Option<Url>,
+    pub revocation: Option<Url>,
+}
+
 #[derive(Debug)]
 pub struct OidcConfig {
-    pub issuer: Url,
+    /// The issuer identifier exactly as configured: compared as a string, never normalised
+    /// (OIDC Discovery §4.3), so `https://tenant.auth0.com/` keeps its trailing slash.
+    pub issuer: String,
     pub client_id: String,
     pub client_secret: Secret,
     pub scopes: Vec<String>,
@@ -82,6 +95,17 @@ pub struct OidcConfig {
     pub clock_skew: Duration,
     pub max_id_token_age: Duration,
     pub refresh_skew: Duration,
+    /// Extra CA certificates for provider calls, besides the public web roots.
+    pub ca: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// Whether the discovery document is fetched (else the overrides are all there is).
+    pub discovery: bool,
+    pub endpoints: EndpointOverrides,
+    pub post_logout_redirect_param: String,
+    /// Extra authorization-request parameters, in a stable order.
+    pub auth_params: Vec<(String, String)>,
+    /// Discovery and JWKS are refetched after the provider's `max-age`, clamped to these.
+    pub metadata_refresh_min: Duration,
+    pub metadata_refresh_max: Duration,
 }
 
 #[derive(Debug)]

@@ -1,8 +1,10 @@
 //! OpenID Connect Back-Channel Logout 1.0: validating a provider's logout token.
 //!
 //! Rules (spec §2.6):
-//! 1. A JWS signed with an allowed asymmetric algorithm by a key from the provider's JWKS
-//!    (an unknown `kid` refetches it once, rate-limited); `jwk`/`jku`/`x5u` headers are ignored.
+//! 1. A JWS signed with an allowed asymmetric algorithm by a key from the provider's JWKS;
+//!    `jwk`/`jku`/`x5u` headers are ignored. The token is unauthenticated input, so when no
+//!    key matches its `kid` the JWKS is refetched only on a budget of its own (`jwks.rs`),
+//!    which never delays the refetch a login may need.
 //! 2. `typ`, when present, is `logout+jwt` (or plain `JWT`); `iss` is our issuer; `aud`
 //!    contains our client id; `iat` is recent; `exp` is present and not past.
 //! 3. `events` holds the back-channel-logout member; `sid` and/or `sub` are present; `nonce`
@@ -11,11 +13,11 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use openidconnect::core::{CoreJsonWebKey, CoreJwsSigningAlgorithm};
+use openidconnect::core::{CoreJsonWebKey, CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
 use openidconnect::{JsonWebKey, JsonWebKeyId};
 use serde_json::Value;
 
-use super::{Oidc, OidcError, Provider};
+use super::{Oidc, OidcError};
 use crate::session::now;
 
 pub const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
@@ -72,22 +74,21 @@ impl Oidc {
         let signature = URL_SAFE_NO_PAD
             .decode(s)
             .map_err(|_| invalid("bad signature encoding"))?;
-        let signing_input = &token[..h.len() + 1 + p.len()];
-        let verified = verify_with(
-            &provider,
-            kid.as_ref(),
-            &alg,
-            signing_input.as_bytes(),
-            &signature,
-        ) || (provider.refetch_jwks(self.http()).await
-            && verify_with(
-                &provider,
-                kid.as_ref(),
-                &alg,
-                signing_input.as_bytes(),
-                &signature,
-            ));
-        if !verified {
+        let input = token
+            .as_bytes()
+            .get(..h.len() + 1 + p.len())
+            .unwrap_or_default();
+        let keys = self.keys().current().ok_or(OidcError::NotReady)?;
+        let mut outcome = verify_with(&keys.keys, kid.as_ref(), &alg, input, &signature);
+        if outcome == Outcome::NoKey
+            && let Some(fresh) = self
+                .keys()
+                .refetch_unauthenticated(self.http(), &provider.endpoints.jwks_uri)
+                .await
+        {
+            outcome = verify_with(&fresh.keys, kid.as_ref(), &alg, input, &signature);
+        }
+        if outcome != Outcome::Verified {
             return Err(invalid(
                 "signature does not verify with the provider's keys",
             ));
@@ -158,17 +159,33 @@ fn decode_json(part: &str) -> Result<Value, OidcError> {
     serde_json::from_slice(&bytes).map_err(|_| invalid("bad JSON"))
 }
 
-/// Whether a key of the provider's JWKS (matching `kid` when given) verifies the signature.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Verified,
+    /// No key of the set has this `kid` (or, without `kid`, fits the algorithm).
+    NoKey,
+    BadSignature,
+}
+
+/// Checks the signature with the keys of `jwks` matching `kid` (any key when there is none).
 fn verify_with(
-    provider: &Provider,
+    jwks: &CoreJsonWebKeySet,
     kid: Option<&JsonWebKeyId>,
     alg: &CoreJwsSigningAlgorithm,
     input: &[u8],
     sig: &[u8],
-) -> bool {
-    let jwks = provider.jwks();
-    jwks.keys()
+) -> Outcome {
+    let mut candidates = jwks
+        .keys()
         .iter()
         .filter(|k: &&CoreJsonWebKey| kid.is_none_or(|id| k.key_id() == Some(id)))
-        .any(|k| k.verify_signature(alg, input, sig).is_ok())
+        .peekable();
+    if candidates.peek().is_none() {
+        return Outcome::NoKey;
+    }
+    if candidates.any(|k| k.verify_signature(alg, input, sig).is_ok()) {
+        Outcome::Verified
+    } else {
+        Outcome::BadSignature
+    }
 }

@@ -8,15 +8,16 @@
 //! 3. RFC 9207: `iss` must equal our issuer when present, and must be present when the
 //!    provider advertises `authorization_response_iss_parameter_supported`.
 //! 4. Tokens are kept only after the ID token passed every check.
+//! 5. PKCE is always sent, whether or not the provider advertises
+//!    `code_challenge_methods_supported`; `oidc.auth_params` never replaces a parameter
+//!    gatehouse sets (config validation refuses those names).
 
-use openidconnect::core::{CoreAuthenticationFlow, CoreErrorResponseType, CoreIdTokenClaims};
-use openidconnect::{
-    AuthorizationCode, CsrfToken, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
-    RequestTokenError, Scope, TokenResponse,
-};
+use openidconnect::core::CoreIdTokenClaims;
+use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge};
 use url::Url;
 
-use super::{Oidc, OidcError, error_chain};
+use super::token::TokenResponse;
+use super::{Oidc, OidcError};
 use crate::secret::Secret;
 use crate::session::{Identity, LoginTxn, Tokens, now};
 
@@ -92,19 +93,37 @@ impl Oidc {
     /// A new authorization request and the transaction to remember until the callback.
     pub fn start_login(&self, return_to: String) -> Result<LoginStart, OidcError> {
         let provider = self.provider()?;
+        let s = &self.settings;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let mut request = provider.client.authorize_url(
-            CoreAuthenticationFlow::AuthorizationCode,
-            CsrfToken::new_random,
-            Nonce::new_random,
-        );
-        for scope in self.settings.scopes.iter().filter(|s| *s != "openid") {
-            request = request.add_scope(Scope::new(scope.clone()));
+        let (state, nonce) = (CsrfToken::new_random(), Nonce::new_random());
+        let others = s
+            .scopes
+            .iter()
+            .map(String::as_str)
+            .filter(|n| *n != "openid");
+        let scope = std::iter::once("openid")
+            .chain(others)
+            .collect::<Vec<_>>()
+            .join(" ");
+        // The endpoint may carry a query of its own (e.g. a B2C policy): append to it.
+        let mut url = provider.endpoints.authorization.clone();
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("response_type", "code")
+                .append_pair("client_id", &s.client_id)
+                .append_pair("state", state.secret())
+                .append_pair("code_challenge", challenge.as_str())
+                .append_pair("code_challenge_method", "S256")
+                .append_pair("redirect_uri", &s.redirect_uri)
+                .append_pair("scope", &scope)
+                .append_pair("nonce", nonce.secret());
+            if let Some(prompt) = &s.prompt {
+                q.append_pair("prompt", prompt);
+            }
+            for (name, value) in &s.auth_params {
+                q.append_pair(name, value);
+            }
         }
-        if let Some(prompt) = &self.settings.prompt {
-            request = request.add_extra_param("prompt", prompt.clone());
-        }
-        let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
         Ok(LoginStart {
             url,
             txn: LoginTxn::new(
@@ -123,7 +142,7 @@ impl Oidc {
             Some(iss) if iss == self.settings.issuer => Ok(()),
             Some(_) => Err(OidcError::IssuerMismatch("does not match the issuer")),
             None if provider
-                .extra()
+                .advertised
                 .authorization_response_iss_parameter_supported =>
             {
                 Err(OidcError::IssuerMismatch(
@@ -142,14 +161,10 @@ impl Oidc {
         txn: &LoginTxn,
     ) -> Result<LoginResult, OidcError> {
         let provider = self.provider()?;
-        let response = provider
-            .client
-            .exchange_code(AuthorizationCode::new(code.expose().to_owned()))
-            .set_pkce_verifier(PkceCodeVerifier::new(txn.pkce_verifier.expose().to_owned()))
-            .request_async(self.http())
-            .await
-            .map_err(token_error)?;
-        check_bearer(response.token_type().as_ref())?;
+        let response = self
+            .exchange_code(&provider, code.expose(), &txn.pkce_verifier)
+            .await?;
+        check_bearer(response.token_type())?;
         let id_token = response.id_token().ok_or_else(|| {
             OidcError::InvalidTokenResponse("no id_token in the token response".into())
         })?;
@@ -162,32 +177,34 @@ impl Oidc {
     }
 
     /// Where to send the browser after a local logout: the provider's end-session endpoint
-    /// when it has one (with `id_token_hint` and our `post_logout_redirect_uri`), else ours.
+    /// when it has one (with `id_token_hint`, `client_id` and our post-logout redirect URI
+    /// under `oidc.post_logout_redirect_param`), else straight to that URI: logout then ends
+    /// only the local session.
     pub fn logout_url(&self, id_token: Option<&Secret>) -> String {
         let fallback = self.settings.post_logout_redirect_uri.to_string();
         let Ok(provider) = self.provider() else {
             return fallback;
         };
-        let Some(end) = provider.extra().end_session_endpoint.clone() else {
+        let Some(mut url) = provider.endpoints.end_session.clone() else {
             return fallback;
         };
-        let mut url = end;
         {
             let mut q = url.query_pairs_mut();
             if let Some(t) = id_token {
                 q.append_pair("id_token_hint", t.expose());
             }
             q.append_pair("client_id", &self.settings.client_id);
-            q.append_pair("post_logout_redirect_uri", &fallback);
+            q.append_pair(&self.settings.post_logout_redirect_param, &fallback);
         }
         url.to_string()
     }
 }
 
 /// The token set of a token-endpoint response. A refresh response without a new refresh or
-/// ID token keeps the previous ones (`keep_refresh`, `id_token`).
+/// ID token keeps the previous ones (`keep_refresh`, `id_token`): providers that do not
+/// rotate refresh tokens (Google, Entra ID, Cognito) send none.
 pub(super) fn tokens_from(
-    response: &openidconnect::core::CoreTokenResponse,
+    response: &TokenResponse,
     id_token: Option<Secret>,
     keep_refresh: Option<Secret>,
 ) -> Tokens {
@@ -198,13 +215,10 @@ pub(super) fn tokens_from(
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
     );
     Tokens {
-        access_token: Secret::new(response.access_token().secret().clone()),
+        access_token: response.access_token().clone(),
         issued_at: now,
         access_expires_at: now.saturating_add(expires_in),
-        refresh_token: response
-            .refresh_token()
-            .map(|t| Secret::new(t.secret().clone()))
-            .or(keep_refresh),
+        refresh_token: response.refresh_token().cloned().or(keep_refresh),
         id_token,
     }
 }
@@ -254,18 +268,6 @@ fn verified_payload_claim(jwt: &str, name: &str) -> Option<String> {
         .ok()?;
     let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     value.get(name)?.as_str().map(str::to_owned)
-}
-
-/// Token-endpoint failures: the provider's refusal vs. not reaching it at all.
-pub(super) fn token_error<RE: std::error::Error + 'static>(
-    e: RequestTokenError<RE, openidconnect::StandardErrorResponse<CoreErrorResponseType>>,
-) -> OidcError {
-    match e {
-        RequestTokenError::ServerResponse(r) => OidcError::TokenRejected(r.error().to_string()),
-        RequestTokenError::Request(inner) => OidcError::ProviderUnavailable(error_chain(&inner)),
-        RequestTokenError::Parse(inner, _) => OidcError::InvalidTokenResponse(inner.to_string()),
-        RequestTokenError::Other(s) => OidcError::InvalidTokenResponse(s),
-    }
 }
 
 #[cfg(test)]

@@ -22,10 +22,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openidconnect::{Nonce, OAuth2TokenResponse, RefreshToken, TokenResponse};
+use openidconnect::Nonce;
 
 use super::OidcError;
-use super::flow::{identity, token_error, tokens_from};
+use super::flow::{identity, tokens_from};
 use crate::app::App;
 use crate::error::Error;
 use crate::secret::Secret;
@@ -304,13 +304,8 @@ async fn refresh(
     refresh_token: &Secret,
 ) -> Result<Refreshed, OidcError> {
     let provider = app.oidc.provider()?;
-    let response = provider
-        .client
-        .exchange_refresh_token(&RefreshToken::new(refresh_token.expose().to_owned()))
-        .request_async(app.oidc.http())
-        .await
-        .map_err(token_error)?;
-    super::flow::check_bearer(response.token_type().as_ref())?;
+    let response = app.oidc.refresh_grant(&provider, refresh_token).await?;
+    super::flow::check_bearer(response.token_type())?;
     let old = &session.tokens;
     let mut id_token = old.id_token.clone();
     let mut identity_update = None;

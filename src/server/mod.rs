@@ -188,20 +188,8 @@ async fn connection(
     }
 }
 
-/// Loads provider metadata, retrying with backoff until it succeeds.
+/// Loads provider metadata and keys, then keeps them fresh in the background (see
+/// [`crate::oidc::Oidc::maintain`]); runs until aborted at shutdown.
 async fn discover(app: Arc<App>) {
-    let mut delay = Duration::from_millis(250);
-    loop {
-        match app.oidc.discover().await {
-            Ok(()) => {
-                tracing::info!(issuer = %app.oidc.settings.issuer, "provider metadata loaded");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(0), "provider discovery failed");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
+    app.oidc.maintain().await;
 }

@@ -170,6 +170,33 @@ pub(super) fn secure_url(key: &str, raw: &str, errs: &mut Errors) -> Option<Url>
     Some(url)
 }
 
+/// Every certificate in a PEM file; an error names `key` when there is none.
+pub(super) fn ca_file(
+    key: &str,
+    path: &str,
+    errs: &mut Errors,
+) -> Vec<rustls_pki_types::CertificateDer<'static>> {
+    use rustls_pki_types::pem::PemObject as _;
+    let certs: Result<Vec<_>, _> = match rustls_pki_types::CertificateDer::pem_file_iter(path) {
+        Ok(iter) => iter.collect(),
+        Err(e) => {
+            errs.push(key, format!("cannot read {path}: {e}"));
+            return Vec::new();
+        }
+    };
+    match certs {
+        Ok(certs) if !certs.is_empty() => certs,
+        Ok(_) => {
+            errs.push(key, format!("{path} holds no PEM certificate"));
+            Vec::new()
+        }
+        Err(e) => {
+            errs.push(key, format!("{path} is not valid PEM: {e}"));
+            Vec::new()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{Config, NoEnv};
@@ -314,6 +341,115 @@ auth = "required"
         assert_eq!(
             refused(&format!("{BASE}\n[session]\nmax_lifetime = \"5000d\"")),
             ["session.max_lifetime"]
+        );
+    }
+
+    #[test]
+    fn the_issuer_is_kept_exactly_as_written() {
+        for issuer in [
+            "https://t.auth0.com/",
+            "https://id.example.com",
+            "https://kc/realms/x",
+        ] {
+            let text = BASE.replace("https://id.example.com", issuer);
+            let config = Config::from_toml(&text, &NoEnv).unwrap();
+            assert_eq!(config.oidc.issuer, issuer);
+        }
+        let query = BASE.replace("https://id.example.com", "https://id.example.com/?x=1");
+        assert_eq!(refused(&query), ["oidc.issuer"]);
+    }
+
+    #[test]
+    fn auth_params_refuse_parameters_gatehouse_sets_itself() {
+        for name in [
+            "state",
+            "nonce",
+            "code_challenge",
+            "redirect_uri",
+            "client_id",
+            "response_type",
+            "scope",
+            "prompt",
+            "response_mode",
+        ] {
+            let line = format!("auth_params = {{ {name} = \"x\" }}");
+            assert_eq!(
+                refused(&with("client_secret = \"s\"", &line)),
+                [format!("oidc.auth_params.{name}")],
+                "{name}"
+            );
+        }
+        let ok = with(
+            "client_secret = \"s\"",
+            r#"auth_params = { audience = "https://api", access_type = "offline" }"#,
+        );
+        let config = Config::from_toml(&ok, &NoEnv).unwrap();
+        assert_eq!(
+            config.oidc.auth_params,
+            [
+                ("access_type".to_owned(), "offline".to_owned()),
+                ("audience".to_owned(), "https://api".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn without_discovery_the_login_endpoints_are_required() {
+        let off = with("client_secret = \"s\"", "discovery = false");
+        assert_eq!(
+            refused(&off),
+            [
+                "oidc.authorization_endpoint",
+                "oidc.token_endpoint",
+                "oidc.jwks_uri"
+            ]
+        );
+        let complete = with(
+            "client_secret = \"s\"",
+            "discovery = false\nauthorization_endpoint = \"https://id.example.com/a\"\ntoken_endpoint = \"https://other.example.com/t\"\njwks_uri = \"https://id.example.com/k\"",
+        );
+        assert!(refused(&complete).is_empty(), "{:?}", refused(&complete));
+        let plain = with(
+            "client_secret = \"s\"",
+            "end_session_endpoint = \"http://id.example.com/logout\"",
+        );
+        assert_eq!(refused(&plain), ["oidc.end_session_endpoint"]);
+    }
+
+    #[test]
+    fn the_post_logout_redirect_param_must_be_a_free_parameter_name() {
+        for bad in ["", "a b", "id_token_hint", "client_id"] {
+            let line = format!("post_logout_redirect_param = \"{bad}\"");
+            assert_eq!(
+                refused(&with("client_secret = \"s\"", &line)),
+                ["oidc.post_logout_redirect_param"],
+                "{bad:?}"
+            );
+        }
+        let cognito = with(
+            "client_secret = \"s\"",
+            "post_logout_redirect_param = \"logout_uri\"",
+        );
+        assert!(refused(&cognito).is_empty());
+    }
+
+    #[test]
+    fn metadata_refresh_bounds_are_ordered_and_capped() {
+        let inverted = with(
+            "client_secret = \"s\"",
+            "metadata_refresh_min = \"2h\"\nmetadata_refresh_max = \"1h\"",
+        );
+        assert_eq!(refused(&inverted), ["oidc.metadata_refresh_min"]);
+        let long = with("client_secret = \"s\"", "metadata_refresh_max = \"2d\"");
+        assert_eq!(refused(&long), ["oidc.metadata_refresh_max"]);
+    }
+
+    #[test]
+    fn an_unreadable_provider_ca_file_names_oidc_ca_file() {
+        let line = "ca_file = \"/nonexistent/gatehouse-ca.pem\"";
+        assert_eq!(
+            refused(&with("client_secret = \"s\"", line)),
+            ["oidc.ca_file"]
         );
     }
 }

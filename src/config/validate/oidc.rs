@@ -1,12 +1,34 @@
 //! `[oidc]`.
 
+use std::time::Duration;
+
 use openidconnect::core::CoreJwsSigningAlgorithm;
 use url::Url;
 
 use super::super::env::{ENV_CLIENT_SECRET, EnvSource};
 use super::super::file::*;
 use super::super::*;
-use super::{Errors, MAX_CLOCK_SKEW, MAX_NETWORK_TIMEOUT, MAX_TOKEN_AGE, secure_url};
+use super::{Errors, MAX_CLOCK_SKEW, MAX_NETWORK_TIMEOUT, MAX_TOKEN_AGE, ca_file, secure_url};
+
+/// Authorization-request parameters gatehouse sets itself; `oidc.auth_params` cannot.
+pub const RESERVED_AUTH_PARAMS: [&str; 12] = [
+    "client_id",
+    "redirect_uri",
+    "response_type",
+    "response_mode",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "prompt",
+    "request",
+    "request_uri",
+];
+/// End-session parameters gatehouse sets itself; `post_logout_redirect_param` cannot be one.
+const RESERVED_LOGOUT_PARAMS: [&str; 3] = ["client_id", "id_token_hint", "state"];
+/// Upper bound of `oidc.metadata_refresh_max`: keys are looked at again at least daily.
+const MAX_METADATA_REFRESH: Duration = Duration::from_secs(24 * 3600);
 
 pub(super) fn oidc(
     f: &OidcFile,
@@ -15,7 +37,11 @@ pub(super) fn oidc(
     env: &dyn EnvSource,
     errs: &mut Errors,
 ) -> OidcConfig {
-    let issuer = secure_url("oidc.issuer", &f.issuer, errs).unwrap_or_else(|| origin.clone());
+    if let Some(url) = secure_url("oidc.issuer", &f.issuer, errs)
+        && (url.query().is_some() || url.fragment().is_some())
+    {
+        errs.push("oidc.issuer", "must not have a query or fragment");
+    }
     if f.client_id.is_empty() {
         errs.push("oidc.client_id", "must not be empty");
     }
@@ -108,8 +134,11 @@ pub(super) fn oidc(
             }
         },
     };
+    let discovery = f.discovery.unwrap_or(true);
+    let (metadata_refresh_min, metadata_refresh_max) = metadata_refresh(f, errs);
     OidcConfig {
-        issuer,
+        // Exactly as written: OIDC Discovery §4.3 compares issuers as strings.
+        issuer: f.issuer.clone(),
         client_id: f.client_id.clone(),
         client_secret,
         scopes,
@@ -142,6 +171,17 @@ pub(super) fn oidc(
             f.refresh_skew.as_deref(),
             DEFAULT_REFRESH_SKEW,
         ),
+        ca: f
+            .ca_file
+            .as_deref()
+            .map(|path| ca_file("oidc.ca_file", path, errs))
+            .unwrap_or_default(),
+        discovery,
+        endpoints: endpoints(f, discovery, errs),
+        post_logout_redirect_param: post_logout_redirect_param(f, errs),
+        auth_params: auth_params(f, errs),
+        metadata_refresh_min,
+        metadata_refresh_max,
     }
 }
 
@@ -156,4 +196,93 @@ fn trusted_audiences(f: &OidcFile, errs: &mut Errors) -> Vec<String> {
         }
     }
     list
+}
+
+/// The endpoint overrides; without discovery the three the login needs are required.
+fn endpoints(f: &OidcFile, discovery: bool, errs: &mut Errors) -> EndpointOverrides {
+    let mut url = |name: &str, raw: &Option<String>, needed: bool| match raw {
+        Some(raw) => secure_url(&format!("oidc.{name}"), raw, errs),
+        None if needed && !discovery => {
+            errs.push(
+                format!("oidc.{name}"),
+                "required when oidc.discovery = false",
+            );
+            None
+        }
+        None => None,
+    };
+    EndpointOverrides {
+        authorization: url("authorization_endpoint", &f.authorization_endpoint, true),
+        token: url("token_endpoint", &f.token_endpoint, true),
+        jwks_uri: url("jwks_uri", &f.jwks_uri, true),
+        userinfo: url("userinfo_endpoint", &f.userinfo_endpoint, false),
+        end_session: url("end_session_endpoint", &f.end_session_endpoint, false),
+        revocation: url("revocation_endpoint", &f.revocation_endpoint, false),
+    }
+}
+
+/// A parameter name: non-empty, unreserved URL characters only (RFC 3986 §2.3).
+fn is_param_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
+fn post_logout_redirect_param(f: &OidcFile, errs: &mut Errors) -> String {
+    let key = "oidc.post_logout_redirect_param";
+    let name = f
+        .post_logout_redirect_param
+        .clone()
+        .unwrap_or_else(|| DEFAULT_POST_LOGOUT_REDIRECT_PARAM.to_owned());
+    if !is_param_name(&name) {
+        errs.push(key, "must be a parameter name: letters, digits, - . _ ~");
+    } else if RESERVED_LOGOUT_PARAMS.contains(&name.as_str()) {
+        errs.push(key, format!("{name:?} is set by gatehouse itself"));
+    }
+    name
+}
+
+fn auth_params(f: &OidcFile, errs: &mut Errors) -> Vec<(String, String)> {
+    let mut params = Vec::new();
+    for (name, value) in f.auth_params.iter().flatten() {
+        let key = format!("oidc.auth_params.{name}");
+        if !is_param_name(name) {
+            errs.push(key, "must be a parameter name: letters, digits, - . _ ~");
+        } else if name == "prompt" {
+            errs.push(key, "use oidc.prompt");
+        } else if RESERVED_AUTH_PARAMS.contains(&name.as_str()) {
+            errs.push(
+                key,
+                format!("{name} is set by gatehouse itself and cannot be configured"),
+            );
+        } else {
+            params.push((name.clone(), value.clone()));
+        }
+    }
+    params
+}
+
+/// `(min, max)` of the metadata refresh schedule.
+fn metadata_refresh(f: &OidcFile, errs: &mut Errors) -> (Duration, Duration) {
+    let min = errs.duration_at_most(
+        "oidc.metadata_refresh_min",
+        f.metadata_refresh_min.as_deref(),
+        DEFAULT_METADATA_REFRESH_MIN,
+        MAX_METADATA_REFRESH,
+    );
+    let max = errs.duration_at_most(
+        "oidc.metadata_refresh_max",
+        f.metadata_refresh_max.as_deref(),
+        DEFAULT_METADATA_REFRESH_MAX,
+        MAX_METADATA_REFRESH,
+    );
+    if min > max {
+        errs.push(
+            "oidc.metadata_refresh_min",
+            "must not exceed oidc.metadata_refresh_max",
+        );
+        return (max, max);
+    }
+    (min, max)
 }

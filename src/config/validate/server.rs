@@ -7,7 +7,7 @@ use url::Url;
 
 use super::super::file::*;
 use super::super::*;
-use super::{Errors, MAX_NETWORK_TIMEOUT, secure_url};
+use super::{Errors, MAX_NETWORK_TIMEOUT, ca_file, secure_url};
 use crate::proxy::headers::HeaderPattern;
 
 pub(super) fn server(f: &ServerFile, errs: &mut Errors) -> ServerConfig {
@@ -84,7 +84,7 @@ pub(super) fn server(f: &ServerFile, errs: &mut Errors) -> ServerConfig {
         upstream_ca: f
             .upstream_ca_file
             .as_deref()
-            .map(|path| ca_file(path, errs))
+            .map(|path| ca_file("server.upstream_ca_file", path, errs))
             .unwrap_or_default(),
         allowed_hosts,
         idle_timeout: errs.duration_at_most(
@@ -131,38 +131,6 @@ fn allowed_hosts(origin: &Url, extra: Option<&[String]>, errs: &mut Errors) -> V
         }
     }
     hosts
-}
-
-/// Every certificate in a PEM file; an error names the key when there is none.
-fn ca_file(path: &str, errs: &mut Errors) -> Vec<rustls_pki_types::CertificateDer<'static>> {
-    use rustls_pki_types::pem::PemObject as _;
-    let certs: Result<Vec<_>, _> = match rustls_pki_types::CertificateDer::pem_file_iter(path) {
-        Ok(iter) => iter.collect(),
-        Err(e) => {
-            errs.push(
-                "server.upstream_ca_file",
-                format!("cannot read {path}: {e}"),
-            );
-            return Vec::new();
-        }
-    };
-    match certs {
-        Ok(certs) if !certs.is_empty() => certs,
-        Ok(_) => {
-            errs.push(
-                "server.upstream_ca_file",
-                format!("{path} holds no PEM certificate"),
-            );
-            Vec::new()
-        }
-        Err(e) => {
-            errs.push(
-                "server.upstream_ca_file",
-                format!("{path} is not valid PEM: {e}"),
-            );
-            Vec::new()
-        }
-    }
 }
 
 #[expect(clippy::panic, reason = "a literal URL that always parses")]

@@ -5,44 +5,69 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::EVIL_ISSUER;
+use super::layout::{Endpoint, RefreshGrant};
 use super::options::{Misbehave, Override};
-use super::server::{Body, Params, json_response, redirect, respond};
+use super::server::{Body, Params, json_response, metadata_response, redirect, respond};
 use super::state::{Login, PendingCode, Shared, random_token};
 
 impl Shared {
     pub(super) fn discovery(&self) -> Response<Body> {
         self.lock().stats.discovery += 1;
-        let i = &self.issuer;
+        let shape = self.opts.shape;
+        let (backchannel, backchannel_sid) = shape.backchannel();
         let mut doc = json!({
-            "authorization_endpoint": format!("{i}/authorize"),
-            "token_endpoint": format!("{i}/token"),
-            "jwks_uri": format!("{i}/jwks"),
-            "userinfo_endpoint": format!("{i}/userinfo"),
-            "end_session_endpoint": format!("{i}/end_session"),
-            "revocation_endpoint": format!("{i}/revoke"),
-            "introspection_endpoint": format!("{i}/introspect"),
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
             "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": ["RS256"],
-            "code_challenge_methods_supported": ["S256"],
+            "id_token_signing_alg_values_supported": [shape.alg()],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "grant_types_supported": ["authorization_code", "refresh_token"],
-            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "scopes_supported": shape.scopes_supported(),
             "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "sid",
                                  "email", "email_verified", "name"],
-            "authorization_response_iss_parameter_supported": self.opts.iss_parameter_supported,
-            "backchannel_logout_supported": true,
-            "backchannel_logout_session_supported": true,
+            "authorization_response_iss_parameter_supported": self.iss_parameter_supported(),
+            "backchannel_logout_supported": backchannel,
+            "backchannel_logout_session_supported": backchannel_sid,
         });
-        let m = self.behaviour.get();
-        if let (Some(issuer), Value::Object(doc)) = (
-            m.discovery_issuer.resolve(json!(i), json!(EVIL_ISSUER)),
-            &mut doc,
-        ) {
-            doc.insert("issuer".into(), issuer);
+        let Value::Object(members) = &mut doc else {
+            return json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({}));
+        };
+        if shape.advertises_pkce() {
+            members.insert("code_challenge_methods_supported".into(), json!(["S256"]));
         }
-        json_response(StatusCode::OK, &doc)
+        let endpoints = [
+            ("authorization_endpoint", Endpoint::Authorize),
+            ("token_endpoint", Endpoint::Token),
+            ("jwks_uri", Endpoint::Jwks),
+            ("userinfo_endpoint", Endpoint::Userinfo),
+            ("end_session_endpoint", Endpoint::EndSession),
+            ("revocation_endpoint", Endpoint::Revoke),
+            ("introspection_endpoint", Endpoint::Introspect),
+        ];
+        for (member, endpoint) in endpoints {
+            if let Some(url) = self
+                .layout
+                .advertised(endpoint, &self.origin, &self.other_origin)
+            {
+                members.insert(member.into(), json!(url));
+            }
+        }
+        let m = self.behaviour.get();
+        if let Some(issuer) = m
+            .discovery_issuer
+            .resolve(json!(self.issuer), json!(EVIL_ISSUER))
+        {
+            members.insert("issuer".into(), issuer);
+        }
+        metadata_response(&doc, self.opts.metadata_max_age)
+    }
+
+    /// RFC 9207: whether authorization responses carry `iss`.
+    pub(super) fn iss_parameter_supported(&self) -> bool {
+        self.opts
+            .shape
+            .iss_parameter()
+            .unwrap_or(self.opts.iss_parameter_supported)
     }
 
     /// `GET /authorize` (and a non-interactive `POST`): validate, then approve or show the form.
@@ -93,6 +118,12 @@ impl Shared {
         if get("code_challenge_method").map(String::as_str) != Some("S256") {
             return Err("code_challenge_method must be S256");
         }
+        let supported = self.opts.shape.scopes_supported();
+        let offline = match self.opts.shape.refresh_grant() {
+            RefreshGrant::Always => true,
+            RefreshGrant::OfflineAccessScope => scope.split(' ').any(|s| s == "offline_access"),
+            RefreshGrant::AccessTypeOffline => get("access_type").is_some_and(|v| v == "offline"),
+        };
         Ok(AuthorizeRequest {
             redirect_uri: redirect_uri.clone(),
             redirect,
@@ -100,6 +131,10 @@ impl Shared {
             nonce: get("nonce").ok_or("nonce missing")?.clone(),
             challenge: challenge.clone(),
             scope: scope.clone(),
+            // Like Google and Cognito: a scope the provider does not know fails the login.
+            unknown_scope: scope.split(' ').any(|s| !supported.contains(&s)),
+            audience: get("audience").cloned(),
+            offline,
         })
     }
 
@@ -107,6 +142,13 @@ impl Shared {
         let m = self.behaviour.get();
         if m.authz_denied {
             return self.deny(request);
+        }
+        if request.unknown_scope {
+            let pairs = vec![
+                ("error", "invalid_scope".to_owned()),
+                ("state", request.state.clone()),
+            ];
+            return self.redirect_back(&request.redirect, pairs, &m);
         }
         let code = random_token();
         let login = Login::new(login_hint);
@@ -121,6 +163,8 @@ impl Shared {
                 nonce: request.nonce.clone(),
                 scope: request.scope.clone(),
                 login,
+                audience: request.audience.clone(),
+                offline: request.offline,
             };
             state.codes.insert(code.clone(), pending);
         }
@@ -153,10 +197,7 @@ impl Shared {
         mut pairs: Vec<(&str, String)>,
         m: &Misbehave,
     ) -> Response<Body> {
-        let honest = self
-            .opts
-            .iss_parameter_supported
-            .then(|| json!(self.issuer));
+        let honest = self.iss_parameter_supported().then(|| json!(self.issuer));
         let iss = match &m.authz_iss {
             Override::Honest => honest,
             other => other.resolve(Value::Null, json!(EVIL_ISSUER)),
@@ -177,6 +218,9 @@ struct AuthorizeRequest {
     nonce: String,
     challenge: String,
     scope: String,
+    unknown_scope: bool,
+    audience: Option<String>,
+    offline: bool,
 }
 
 fn sign_in_form(params: &Params) -> String {

@@ -6,9 +6,11 @@ use openidconnect::PrivateSigningKey as _;
 use serde_json::{Value, json};
 use url::Url;
 
+use super::layout::Shape;
 use super::options::{EndSession, Members};
 use super::server::{
-    Body, Params, invalid_request, json_response, oauth_error, parse_bearer, redirect, respond,
+    Body, Params, invalid_request, json_response, metadata_response, oauth_error, parse_bearer,
+    redirect, respond,
 };
 use super::state::{Shared, unix_secs};
 use super::token::invalid_client;
@@ -16,12 +18,30 @@ use super::token::invalid_client;
 impl Shared {
     pub(super) fn jwks(&self) -> Response<Body> {
         self.lock().stats.jwks += 1;
-        let mut jwk = serde_json::to_value(self.current_key().private.as_verification_key())
-            .unwrap_or_default();
-        if let Value::Object(jwk) = &mut jwk {
-            jwk.insert("alg".into(), json!("RS256"));
+        if self.behaviour.get().jwks_fault {
+            return oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "forced by the test",
+            );
         }
-        json_response(StatusCode::OK, &json!({ "keys": [jwk] }))
+        let shape = self.opts.shape;
+        let mut jwk = match shape.alg() {
+            "ES256" => {
+                let key = self.current_ec_key();
+                let (x, y) = key.coordinates();
+                json!({ "kty": "EC", "crv": "P-256", "x": x, "y": y, "use": "sig", "kid": key.kid })
+            }
+            _ => serde_json::to_value(self.current_key().private.as_verification_key())
+                .unwrap_or_default(),
+        };
+        if let Value::Object(jwk) = &mut jwk {
+            jwk.insert("alg".into(), json!(shape.alg()));
+            if !shape.uses_kid() {
+                jwk.remove("kid");
+            }
+        }
+        metadata_response(&json!({ "keys": [jwk] }), self.opts.metadata_max_age)
     }
 
     pub(super) fn userinfo(&self, headers: &HeaderMap) -> Response<Body> {
@@ -99,11 +119,24 @@ impl Shared {
     }
 
     pub(super) fn end_session(&self, params: &Params) -> Response<Body> {
+        let after = self.opts.shape.post_logout_param();
         let call = EndSession {
             id_token_hint: params.get("id_token_hint").cloned(),
-            post_logout_redirect_uri: params.get("post_logout_redirect_uri").cloned(),
+            post_logout_redirect_uri: params.get(after).cloned(),
             state: params.get("state").cloned(),
+            client_id: params.get("client_id").cloned(),
         };
+        // Cognito's /logout needs the client, and a logout_uri to go to.
+        if self.opts.shape == Shape::Cognito
+            && (call.client_id.as_deref() != Some(self.opts.client_id.as_str())
+                || call.post_logout_redirect_uri.is_none())
+        {
+            return respond(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                "client_id and logout_uri required",
+            );
+        }
         self.lock().stats.end_sessions.push(call.clone());
         match call.post_logout_redirect_uri.as_deref().map(Url::parse) {
             Some(Ok(mut location)) => {
@@ -112,11 +145,7 @@ impl Shared {
                 }
                 redirect(location.as_str())
             }
-            Some(Err(_)) => respond(
-                StatusCode::BAD_REQUEST,
-                "text/plain",
-                "bad post_logout_redirect_uri",
-            ),
+            Some(Err(_)) => respond(StatusCode::BAD_REQUEST, "text/plain", "bad redirect"),
             None => respond(
                 StatusCode::OK,
                 "text/html; charset=utf-8",

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 use super::keys::RS256;
+use super::layout::Shape;
 use super::options::{Audience, Members, Misbehave, Signing};
 use super::state::{Login, Shared, unix_now};
 use super::{EVIL_ISSUER, OTHER_CLIENT, UNKNOWN_KID};
@@ -39,6 +40,14 @@ impl Shared {
             &m.aud
         };
         match aud {
+            // Older servers write even a single audience as an array.
+            Audience::Honest if self.opts.shape == Shape::LegacyPs256 => {
+                c.put("aud", json!([client]))
+            }
+            Audience::Honest if self.opts.shape == Shape::Google => {
+                c.put("aud", client);
+                c.put("azp", client);
+            }
             Audience::Honest => c.put("aud", client),
             Audience::Missing => {}
             Audience::Wrong => c.put("aud", OTHER_CLIENT),
@@ -75,15 +84,49 @@ impl Shared {
         self.sign_id_token(m.signing, &c.into_value())
     }
 
+    /// The shape's own signing: algorithm, `kid` (if the shape uses them) and signer.
+    pub(super) fn honest_signer(&self) -> (&'static str, Option<&'static str>, Signer<'_>) {
+        let shape = self.opts.shape;
+        let alg = shape.alg();
+        let (kid, signer) = match alg {
+            "ES256" => {
+                let key = self.current_ec_key();
+                (key.kid, Signer::Ec(&key.private))
+            }
+            "PS256" => {
+                let key = self.current_key();
+                let pss = CoreJwsSigningAlgorithm::RsaSsaPssSha256;
+                (key.kid, Signer::Rsa(&key.private, pss))
+            }
+            _ => {
+                let key = self.current_key();
+                (key.kid, Signer::Rsa(&key.private, RS256))
+            }
+        };
+        (alg, shape.uses_kid().then_some(kid), signer)
+    }
+
+    /// A JWS of `claims` signed the shape's way, with header `typ`.
+    pub(super) fn sign_honestly(&self, typ: &str, claims: &Value) -> String {
+        let (alg, kid, signer) = self.honest_signer();
+        let mut header = json!({ "alg": alg, "typ": typ });
+        if let (Some(kid), Value::Object(h)) = (kid, &mut header) {
+            h.insert("kid".into(), json!(kid));
+        }
+        jws(&header, claims, signer)
+    }
+
     fn sign_id_token(&self, signing: Signing, claims: &Value) -> String {
         let key = self.current_key();
         let attacker = &self.keys.attacker.private;
-        let rsa = Signer::Rsa(&key.private, RS256);
         let header = |alg: &str| json!({ "alg": alg, "typ": "JWT", "kid": key.kid });
         match signing {
-            Signing::Honest => jws(&header("RS256"), claims, rsa),
-            Signing::NoKid => jws(&json!({ "alg": "RS256", "typ": "JWT" }), claims, rsa),
-            Signing::FlippedByte => flip_signature_byte(&jws(&header("RS256"), claims, rsa)),
+            Signing::Honest => self.sign_honestly("JWT", claims),
+            Signing::NoKid => {
+                let (alg, _, signer) = self.honest_signer();
+                jws(&json!({ "alg": alg, "typ": "JWT" }), claims, signer)
+            }
+            Signing::FlippedByte => flip_signature_byte(&self.sign_honestly("JWT", claims)),
             Signing::AlgNone => {
                 let header = json!({ "alg": "none", "typ": "JWT" });
                 format!("{}.{}.", encode_json(&header), encode_json(claims))
@@ -109,22 +152,45 @@ impl Shared {
             }
         }
     }
+
+    /// Auth0's access token for an API `audience`: a JWT instead of an opaque string.
+    pub(super) fn access_jwt(&self, login: &Login, audience: &str, scope: &str) -> String {
+        let now = unix_now();
+        let claims = json!({
+            "iss": self.issuer,
+            "sub": login.sub,
+            "aud": audience,
+            "azp": self.opts.client_id,
+            "iat": now,
+            "exp": now + self.opts.access_token_ttl.as_secs(),
+            "scope": scope,
+            // Unique per token, so two tokens minted in the same second differ.
+            "jti": super::state::random_token(),
+        });
+        self.sign_honestly("at+jwt", &claims)
+    }
 }
 
 pub(super) enum Signer<'a> {
     Rsa(&'a CoreRsaPrivateSigningKey, CoreJwsSigningAlgorithm),
+    Ec(&'a p256::ecdsa::SigningKey),
     Hmac(&'a [u8]),
 }
 
 /// Compact JWS over `header` and `claims` exactly as given.
 #[expect(
     clippy::expect_used,
-    reason = "RSA signing with a parsed 2048-bit key and HMAC keying cannot fail"
+    reason = "RSA signing with a parsed 2048-bit key and HMAC keying cannot fail (ECDSA signing has no error)"
 )]
 pub(super) fn jws(header: &Value, claims: &Value, signer: Signer<'_>) -> String {
     let input = format!("{}.{}", encode_json(header), encode_json(claims));
     let signature = match signer {
         Signer::Rsa(key, alg) => key.sign(&alg, input.as_bytes()).expect("RSA signing"),
+        Signer::Ec(key) => {
+            use p256::ecdsa::signature::Signer as _;
+            let signature: p256::ecdsa::Signature = key.sign(input.as_bytes());
+            signature.to_bytes().to_vec()
+        }
         Signer::Hmac(secret) => {
             let mut mac =
                 hmac::Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts any key");

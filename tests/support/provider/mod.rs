@@ -19,6 +19,7 @@
 //! and JWS crafting), [`endpoints`] (JWKS, userinfo, revocation, introspection, end-session).
 #![allow(
     dead_code,
+    unused_imports,
     reason = "shared by the integration tests and examples/demo.rs; each uses a different part"
 )]
 
@@ -26,6 +27,7 @@ mod authorize;
 mod endpoints;
 mod jwt;
 mod keys;
+mod layout;
 mod options;
 mod server;
 mod state;
@@ -38,12 +40,14 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-// The options and misbehaviour switches are the provider's public API.
+// The options, shapes and misbehaviour switches are the provider's public API.
+pub use layout::{Host, Shape};
 pub use options::*;
 
 use jwt::{Signer, decode_json, jws};
 use keys::{Keys, RS256};
-use server::serve;
+use layout::Layout;
+use server::{Tls, serve};
 use state::{Shared, State, random_token, unix_now};
 
 /// What `Override::Wrong` puts in `iss`-like places.
@@ -59,7 +63,8 @@ pub const UNKNOWN_KID: &str = "never-published";
 pub struct TestProvider {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
+    ca_pem: Option<String>,
 }
 
 impl TestProvider {
@@ -75,7 +80,9 @@ impl TestProvider {
     }
 
     /// Like [`TestProvider::start`], on a chosen address (the demo's fixed
-    /// `127.0.0.1:9000`); the issuer is `http://` + the bound address. Fails only to bind.
+    /// `127.0.0.1:9000`); the issuer is `http://` + the bound address + the shape's issuer
+    /// path. Shapes with endpoints on another host also listen on a second, free port.
+    /// Fails only to bind.
     #[expect(clippy::expect_used, reason = "the test keys are compiled in")]
     pub async fn start_on(
         addr: SocketAddr,
@@ -83,21 +90,78 @@ impl TestProvider {
     ) -> std::io::Result<TestProvider> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let layout = Layout::of(opts.shape);
+        let other = if layout.uses_other_host() {
+            Some(TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?)
+        } else {
+            None
+        };
+        let tls = opts.tls.then(Tls::self_signed).transpose()?;
+        let (scheme, host) = match &tls {
+            Some(_) => ("https", "localhost".to_owned()),
+            None => ("http", addr.ip().to_string()),
+        };
+        let origin_of = |a: SocketAddr| format!("{scheme}://{host}:{}", a.port());
+        let origin = origin_of(addr);
+        let other_origin = match &other {
+            Some(l) => origin_of(l.local_addr()?),
+            None => String::new(),
+        };
         let keys = Keys::load().expect("parse the compiled-in test keys");
         let shared = Arc::new(Shared {
-            issuer: format!("http://{addr}"),
+            issuer: format!("{origin}{}", layout.issuer_path),
+            origin,
+            other_origin,
+            layout,
             opts,
             keys,
             behaviour: Behaviour::default(),
             state: Mutex::new(State::default()),
         });
-        let task = tokio::spawn(serve(listener, Arc::clone(&shared)));
-        Ok(TestProvider { shared, addr, task })
+        let ca_pem = tls.as_ref().map(|t| t.cert_pem.clone());
+        let acceptor = tls.map(|t| t.acceptor);
+        let mut tasks = vec![tokio::spawn(serve(
+            listener,
+            Arc::clone(&shared),
+            Host::Issuer,
+            acceptor.clone(),
+        ))];
+        if let Some(other) = other {
+            tasks.push(tokio::spawn(serve(
+                other,
+                Arc::clone(&shared),
+                Host::Other,
+                acceptor,
+            )));
+        }
+        Ok(TestProvider {
+            shared,
+            addr,
+            tasks,
+            ca_pem,
+        })
     }
 
-    /// `http://127.0.0.1:PORT`, no trailing slash.
+    /// The issuer exactly as it publishes it: `http://127.0.0.1:PORT` plus the shape's path
+    /// (Auth0's ends with `/`).
     pub fn issuer(&self) -> String {
         self.shared.issuer.clone()
+    }
+
+    /// `scheme://host:port` of the second host (Cognito's hosted UI, Google's API hosts);
+    /// empty for shapes without one.
+    pub fn other_origin(&self) -> String {
+        self.shared.other_origin.clone()
+    }
+
+    /// `scheme://host:port` of the issuer's host.
+    pub fn origin(&self) -> String {
+        self.shared.origin.clone()
+    }
+
+    /// With `tls`: the PEM of the self-signed certificate the provider serves.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -127,9 +191,10 @@ impl TestProvider {
         state.rotated = !state.rotated;
     }
 
-    /// The `kid` tokens are signed under now.
+    /// The `kid` tokens are signed under now (empty for shapes without `kid`).
     pub fn current_kid(&self) -> String {
-        self.shared.current_key().kid.to_owned()
+        let (_, kid, _) = self.shared.honest_signer();
+        kid.unwrap_or_default().to_owned()
     }
 
     /// A back-channel logout token signed with the current key. An object `claims` is merged
@@ -161,9 +226,7 @@ impl TestProvider {
             }
             verbatim => verbatim,
         };
-        let key = self.shared.current_key();
-        let header = json!({ "alg": "RS256", "typ": "logout+jwt", "kid": key.kid });
-        jws(&header, &claims, Signer::Rsa(&key.private, RS256))
+        self.shared.sign_honestly("logout+jwt", &claims)
     }
 
     /// RS256 over exactly this header and these claims with the current key (header verbatim:
@@ -176,7 +239,9 @@ impl TestProvider {
 
 impl Drop for TestProvider {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use super::layout::Shape;
 use super::state::lock;
 
 /// How the provider is set up; fixed for its lifetime (misbehaviour is switched via [`Behaviour`]).
@@ -27,6 +28,23 @@ pub struct ProviderOptions {
     pub interactive: bool,
     /// Delay of every token endpoint answer, after the grant was processed (slow-provider tests).
     pub token_delay: Duration,
+    /// Which real provider to imitate (paths, discovery, token quirks, key type).
+    pub shape: Shape,
+    /// `Cache-Control: max-age` on the discovery and JWKS answers; none when unset.
+    pub metadata_max_age: Option<Duration>,
+    /// Serve https with a fresh self-signed certificate for `localhost` (the issuer is then
+    /// `https://localhost:PORT…`); see [`super::TestProvider::ca_pem`].
+    pub tls: bool,
+}
+
+impl ProviderOptions {
+    /// The defaults, in `shape`.
+    pub fn shaped(shape: Shape) -> Self {
+        Self {
+            shape,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for ProviderOptions {
@@ -40,6 +58,9 @@ impl Default for ProviderOptions {
             iss_parameter_supported: true,
             interactive: false,
             token_delay: Duration::ZERO,
+            shape: Shape::Standard,
+            metadata_max_age: None,
+            tls: false,
         }
     }
 }
@@ -142,9 +163,11 @@ pub struct Misbehave {
     /// Append a second, forged `state` parameter.
     pub duplicate_state: bool,
 
-    // Discovery.
+    // Discovery and keys.
     /// The document's `issuer`; Wrong = [`EVIL_ISSUER`].
     pub discovery_issuer: Override,
+    /// The JWKS endpoint answers 500.
+    pub jwks_fault: bool,
 
     // Token endpoint.
     pub code_fault: Option<TokenFault>,
@@ -201,14 +224,18 @@ pub struct Stats {
     pub sids: Vec<String>,
     /// Parameters of the latest authorization request.
     pub last_authorize: HashMap<String, String>,
+    /// Every access token issued, in order (code exchange and refresh).
+    pub access_tokens: Vec<String>,
 }
 
 /// One call to the end-session endpoint.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EndSession {
     pub id_token_hint: Option<String>,
+    /// Where to go afterwards (Cognito's `logout_uri`).
     pub post_logout_redirect_uri: Option<String>,
     pub state: Option<String>,
+    pub client_id: Option<String>,
 }
 
 impl Override {
@@ -243,6 +270,14 @@ impl Members {
             Some(value) => self.0.insert(name.to_owned(), value),
             None => self.0.remove(name),
         };
+    }
+
+    pub(super) fn is_null(&self, name: &str) -> bool {
+        self.0.get(name).is_some_and(Value::is_null)
+    }
+
+    pub(super) fn remove(&mut self, name: &str) {
+        self.0.remove(name);
     }
 
     pub(super) fn into_value(self) -> Value {

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use super::layout::{Endpoint, Host};
 use super::state::Shared;
 
 const MAX_BODY: usize = 64 * 1024;
@@ -26,8 +27,42 @@ const MAX_BODY: usize = 64 * 1024;
 pub(super) type Body = Full<Bytes>;
 pub(super) type Params = HashMap<String, String>;
 
+/// The provider's TLS identity: a fresh self-signed certificate for `localhost`.
+pub(super) struct Tls {
+    pub(super) acceptor: tokio_rustls::TlsAcceptor,
+    pub(super) cert_pem: String,
+}
+
+impl Tls {
+    pub(super) fn self_signed() -> std::io::Result<Tls> {
+        let err = |e: String| std::io::Error::other(e);
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let certified =
+            rcgen::generate_simple_self_signed(names).map_err(|e| err(e.to_string()))?;
+        let key =
+            rustls_pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .map_err(|e| err(e.to_string()))?;
+        Ok(Tls {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            cert_pem: certified.cert.pem(),
+        })
+    }
+}
+
 /// Accepts until aborted; connection tasks live in a `JoinSet` so aborting this ends them too.
-pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub(super) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    host: Host,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let mut connections = JoinSet::new();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -35,21 +70,33 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             continue;
         };
         let shared = Arc::clone(&shared);
+        let tls = tls.clone();
         connections.spawn(async move {
             let service = service_fn(move |req| {
                 let shared = Arc::clone(&shared);
-                async move { Ok::<_, Infallible>(route(&shared, req).await) }
+                async move { Ok::<_, Infallible>(route(&shared, host, req).await) }
             });
             // A client hanging up mid-request is not the provider's concern.
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            match tls {
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                }
+                None => {
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+            }
         });
         while connections.try_join_next().is_some() {}
     }
 }
 
-async fn route(p: &Shared, req: Request<Incoming>) -> Response<Body> {
+async fn route(p: &Shared, host: Host, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let Ok(body) = Limited::new(body, MAX_BODY).collect().await else {
         return invalid_request("unreadable body");
@@ -60,12 +107,15 @@ async fn route(p: &Shared, req: Request<Incoming>) -> Response<Body> {
         return invalid_request("repeated parameter");
     };
     let headers = &parts.headers;
-    match (&parts.method, parts.uri.path()) {
-        (&Method::GET, "/.well-known/openid-configuration") => p.discovery(),
-        (&Method::GET, "/authorize") => p.authorization_request(&query),
-        (&Method::POST, "/authorize") if p.opts.interactive => p.sign_in_decision(&form),
-        (&Method::POST, "/authorize") => p.authorization_request(&form),
-        (&Method::POST, "/token") => {
+    let Some(endpoint) = p.layout.find(host, parts.uri.path()) else {
+        return respond(StatusCode::NOT_FOUND, "text/plain", "not found");
+    };
+    match (&parts.method, endpoint) {
+        (&Method::GET, Endpoint::Discovery) => p.discovery(),
+        (&Method::GET, Endpoint::Authorize) => p.authorization_request(&query),
+        (&Method::POST, Endpoint::Authorize) if p.opts.interactive => p.sign_in_decision(&form),
+        (&Method::POST, Endpoint::Authorize) => p.authorization_request(&form),
+        (&Method::POST, Endpoint::Token) => {
             // Like a real provider: the grant is processed (codes used, refresh tokens
             // rotated) at once, only the answer is slow, and a client that hangs up does
             // not undo it.
@@ -75,13 +125,17 @@ async fn route(p: &Shared, req: Request<Incoming>) -> Response<Body> {
             }
             answer
         }
-        (&Method::GET, "/jwks") => p.jwks(),
-        (&Method::GET | &Method::POST, "/userinfo") => p.userinfo(headers),
-        (&Method::POST, "/revoke") => p.revoke(headers, &form),
-        (&Method::POST, "/introspect") => p.introspect(headers, &form),
-        (&Method::GET, "/end_session") => p.end_session(&query),
-        (&Method::POST, "/end_session") => p.end_session(&form),
-        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found"),
+        (&Method::GET, Endpoint::Jwks) => p.jwks(),
+        (&Method::GET | &Method::POST, Endpoint::Userinfo) => p.userinfo(headers),
+        (&Method::POST, Endpoint::Revoke) => p.revoke(headers, &form),
+        (&Method::POST, Endpoint::Introspect) => p.introspect(headers, &form),
+        (&Method::GET, Endpoint::EndSession) => p.end_session(&query),
+        (&Method::POST, Endpoint::EndSession) => p.end_session(&form),
+        _ => respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed",
+        ),
     }
 }
 
@@ -164,6 +218,20 @@ pub(super) fn respond(
 
 pub(super) fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     respond(status, "application/json", body.to_string())
+}
+
+/// A JSON answer for discovery and JWKS: cacheable for `max_age` when set, else without any
+/// `Cache-Control` (the client's own schedule applies).
+pub(super) fn metadata_response(body: &Value, max_age: Option<Duration>) -> Response<Body> {
+    let mut res = json_response(StatusCode::OK, body);
+    let headers = res.headers_mut();
+    headers.remove(header::CACHE_CONTROL);
+    if let Some(age) = max_age
+        && let Ok(value) = HeaderValue::from_str(&format!("public, max-age={}", age.as_secs()))
+    {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
+    res
 }
 
 pub(super) fn invalid_request(description: &str) -> Response<Body> {

@@ -7,11 +7,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::keys::{Keys, SigningKey};
+use super::keys::{EcKey, Keys, SigningKey};
+use super::layout::{Endpoint, Layout};
 use super::options::{Behaviour, ProviderOptions, Stats};
 
 pub(super) struct Shared {
     pub(super) issuer: String,
+    /// `scheme://host:port` of the issuer's listener and of the second one ("" without).
+    pub(super) origin: String,
+    pub(super) other_origin: String,
+    pub(super) layout: Layout,
     pub(super) opts: ProviderOptions,
     pub(super) keys: Keys,
     pub(super) behaviour: Behaviour,
@@ -67,12 +72,17 @@ pub(super) struct PendingCode {
     pub(super) nonce: String,
     pub(super) scope: String,
     pub(super) login: Login,
+    /// Auth0's `audience`: access tokens become JWTs for it.
+    pub(super) audience: Option<String>,
+    /// Whether the code exchange comes with a refresh token.
+    pub(super) offline: bool,
 }
 
 pub(super) struct Grant {
     pub(super) active: bool,
     pub(super) login: Login,
     pub(super) scope: String,
+    pub(super) audience: Option<String>,
 }
 
 pub(super) struct RefreshToken {
@@ -89,6 +99,7 @@ pub(super) struct AccessToken {
 impl State {
     pub(super) fn mint_access(&mut self, grant: u64, ttl: Duration) -> String {
         let token = random_token();
+        self.stats.access_tokens.push(token.clone());
         let expires_at = SystemTime::now() + ttl;
         let entry = AccessToken {
             grant,
@@ -97,6 +108,19 @@ impl State {
         };
         self.access_tokens.insert(token.clone(), entry);
         token
+    }
+
+    /// Gives the access token `from` the new value `to` (a JWT instead of a random string).
+    pub(super) fn rename_access(&mut self, from: &str, to: String) -> String {
+        if let Some(entry) = self.access_tokens.remove(from) {
+            self.access_tokens.insert(to.clone(), entry);
+        }
+        for token in &mut self.stats.access_tokens {
+            if token == from {
+                token.clone_from(&to);
+            }
+        }
+        to
     }
 
     pub(super) fn mint_refresh(&mut self, grant: u64) -> String {
@@ -126,6 +150,19 @@ impl Shared {
         } else {
             &self.keys.first
         }
+    }
+
+    pub(super) fn current_ec_key(&self) -> &EcKey {
+        if self.lock().rotated {
+            &self.keys.ec_second
+        } else {
+            &self.keys.ec_first
+        }
+    }
+
+    /// The URL of `endpoint` on this provider, advertised or not.
+    pub(super) fn endpoint_url(&self, endpoint: Endpoint) -> Option<String> {
+        self.layout.url(endpoint, &self.origin, &self.other_origin)
     }
 }
 

@@ -8,7 +8,8 @@ use hyper::{Response, StatusCode};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use super::options::{Members, Misbehave, TokenFault};
+use super::layout::{RefreshPolicy, Shape};
+use super::options::{Members, Misbehave, Override, TokenFault};
 use super::server::{Body, Params, json_response, oauth_error, parse_basic};
 use super::state::{Grant, Shared};
 
@@ -102,24 +103,28 @@ impl Shared {
             let grant_id = state.next_grant;
             state.next_grant += 1;
             pending.grant = Some(grant_id);
-            let (login, nonce, scope) = (
+            let (login, nonce, scope, audience) = (
                 pending.login.clone(),
                 pending.nonce.clone(),
                 pending.scope.clone(),
+                pending.audience.clone(),
             );
+            let offline = pending.offline;
             let grant = Grant {
                 active: true,
                 login: login.clone(),
                 scope: scope.clone(),
+                audience: audience.clone(),
             };
             state.grants.insert(grant_id, grant);
             state.last_login = Some(login.clone());
             let access = state.mint_access(grant_id, self.opts.access_token_ttl);
-            let refresh = (!m.omit_refresh_token).then(|| state.mint_refresh(grant_id));
-            (login, nonce, scope, access, refresh)
+            let refresh = (offline && !m.omit_refresh_token).then(|| state.mint_refresh(grant_id));
+            (login, nonce, scope, (access, audience), refresh)
         };
+        let access = self.audience_token(access, &login, &scope);
         let id_token = self.id_token(&login, Some(&nonce), &access, m);
-        Ok(self.token_response(access, refresh, id_token, &scope, m))
+        Ok(self.token_response(access, refresh, id_token, &scope, m, true))
     }
 
     fn refresh(&self, form: &Params, m: &Misbehave) -> Result<Value, OAuthError> {
@@ -144,15 +149,42 @@ impl Shared {
                 .get(&grant_id)
                 .filter(|g| g.active)
                 .ok_or(invalid_grant("grant revoked"))?;
-            let (login, scope) = (grant.login.clone(), grant.scope.clone());
-            let rotate = self.opts.refresh_rotation && !m.omit_refresh_token;
-            entry.used = rotate;
+            let (login, scope, audience) = (
+                grant.login.clone(),
+                grant.scope.clone(),
+                grant.audience.clone(),
+            );
+            let policy = self.opts.shape.refresh_policy(self.opts.refresh_rotation);
+            let (single_use, reissue) = match policy {
+                _ if m.omit_refresh_token => (false, false),
+                RefreshPolicy::Rotate => (true, true),
+                RefreshPolicy::Reissue => (false, true),
+                RefreshPolicy::Keep => (false, false),
+            };
+            entry.used = single_use;
             let access = state.mint_access(grant_id, self.opts.access_token_ttl);
-            let refresh = rotate.then(|| state.mint_refresh(grant_id));
-            (login, scope, access, refresh)
+            let refresh = reissue.then(|| state.mint_refresh(grant_id));
+            (login, scope, (access, audience), refresh)
         };
+        let access = self.audience_token(access, &login, &scope);
         let id_token = self.id_token(&login, None, &access, m);
-        Ok(self.token_response(access, refresh, id_token, &scope, m))
+        Ok(self.token_response(access, refresh, id_token, &scope, m, false))
+    }
+
+    /// Auth0: with an `audience`, the access token is a JWT for it (signed outside the lock).
+    fn audience_token(
+        &self,
+        (access, audience): (String, Option<String>),
+        login: &super::state::Login,
+        scope: &str,
+    ) -> String {
+        match audience {
+            Some(aud) => {
+                let jwt = self.access_jwt(login, &aud, scope);
+                self.lock().rename_access(&access, jwt)
+            }
+            None => access,
+        }
     }
 
     fn token_response(
@@ -162,12 +194,24 @@ impl Shared {
         id_token: String,
         scope: &str,
         m: &Misbehave,
+        code_exchange: bool,
     ) -> Value {
+        let shape = self.opts.shape;
         let mut body = Members::default();
         body.put("access_token", access);
-        body.knob("token_type", &m.token_type, "Bearer", "mac");
+        body.knob("token_type", &m.token_type, shape.token_type(), "mac");
         let ttl = self.opts.access_token_ttl.as_secs();
-        body.knob("expires_in", &m.expires_in, ttl, 0);
+        let honest_ttl = match shape {
+            // Older servers: a string, and at refresh none at all for the PS256 one.
+            Shape::LegacyEs256 => Value::String(ttl.to_string()),
+            Shape::LegacyPs256 if code_exchange => Value::String(ttl.to_string()),
+            Shape::LegacyPs256 if m.expires_in == Override::Honest => Value::Null,
+            _ => ttl.into(),
+        };
+        body.knob("expires_in", &m.expires_in, honest_ttl, 0);
+        if body.is_null("expires_in") {
+            body.remove("expires_in");
+        }
         if let Some(refresh) = refresh {
             body.put("refresh_token", refresh);
         }
