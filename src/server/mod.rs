@@ -52,6 +52,8 @@ pub async fn run(
     }
     let app = Arc::new(App::new(config)?);
     let discovery = tokio::spawn(discover(Arc::clone(&app)));
+    let store = app.sessions.store.clone();
+    tokio::spawn(async move { store.probe().await });
     let limit = Arc::new(Semaphore::new(app.config.server.max_connections));
     let graceful = GracefulShutdown::new();
 

@@ -1,7 +1,9 @@
 //! File model + environment → typed `Config`. Every error names the key it is about.
-//! One file per section: [`server`] (with `[auth]` and routes), [`oidc`], [`session`].
+//! One file per section: [`server`] (with `[auth]` and routes), [`oidc`], [`session`] (its
+//! Redis keys in [`redis`]).
 
 mod oidc;
+mod redis;
 mod routes;
 mod server;
 mod session;
