@@ -254,8 +254,10 @@ pub enum Failure {
     Auth,
     /// The ACL user may not run a command gatehouse needs, or touch its keys (`NOPERM`).
     Permission,
-    /// TLS failed: the server's certificate did not verify, or it refused ours.
-    Tls,
+    /// TLS: the server's certificate did not verify; nothing was sent to it.
+    Untrusted,
+    /// TLS: the server refused the handshake (no or an unknown client certificate).
+    TlsRefused,
     /// No answer: refused, reset, timed out, no master, cluster down.
     Unreachable,
 }
@@ -263,15 +265,17 @@ pub enum Failure {
 impl Failure {
     pub fn of(e: &redis::RedisError) -> Failure {
         use redis::{ErrorKind, ServerErrorKind};
-        let text = e.to_string();
+        // rustls' errors reach us only as the text of an I/O error.
+        let text = e.to_string().to_ascii_lowercase();
+        let tls = |words: &[&str]| words.iter().any(|w| text.contains(w));
         match e.kind() {
             ErrorKind::AuthenticationFailed => Failure::Auth,
             ErrorKind::Server(ServerErrorKind::NoPerm) => Failure::Permission,
             _ if matches!(e.code(), Some("WRONGPASS" | "NOAUTH")) => Failure::Auth,
-            // rustls' errors reach us only as text inside an I/O error.
-            ErrorKind::Io if text.contains("certificate") || text.contains("peer sent") => {
-                Failure::Tls
+            ErrorKind::Io if tls(&["invalid peer certificate", "certificate not"]) => {
+                Failure::Untrusted
             }
+            ErrorKind::Io if tls(&["fatal alert", "handshake"]) => Failure::TlsRefused,
             _ => Failure::Unreachable,
         }
     }
@@ -281,7 +285,7 @@ impl Failure {
         match self {
             Failure::Auth => "authentication_failed",
             Failure::Permission => "permission_denied",
-            Failure::Tls => "tls_failed",
+            Failure::Untrusted | Failure::TlsRefused => "tls_failed",
             Failure::Unreachable => "unreachable",
         }
     }
@@ -297,12 +301,17 @@ impl Failure {
                 "the ACL user lacks a command or the key pattern of session.redis_prefix \
                  (see README, Running with Redis)"
             }
-            Failure::Tls => {
-                "TLS failed: the server's certificate did not verify against \
-                 session.redis_ca_file (or the web roots), or the server refused \
-                 session.redis_client_cert_file"
+            Failure::Untrusted => {
+                "TLS: the server's certificate did not verify against session.redis_ca_file \
+                 (or the web roots when it is unset); nothing was sent to it"
             }
-            Failure::Unreachable => "no usable Redis master answered",
+            Failure::TlsRefused => {
+                "TLS: the server refused the handshake; it may want a client certificate \
+                 (session.redis_client_cert_file) signed by a CA it trusts"
+            }
+            Failure::Unreachable => {
+                "Redis did not answer (refused, reset, timed out, no master, cluster down)"
+            }
         }
     }
 }
@@ -310,4 +319,35 @@ impl Failure {
 /// The crate's error with what it means, for the log.
 pub(super) fn explain(e: &redis::RedisError) -> String {
     format!("{}: {e}", Failure::of(e).hint())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Failure;
+    use redis::{ErrorKind, RedisError};
+
+    fn io(text: &str) -> RedisError {
+        RedisError::from(std::io::Error::other(text.to_owned()))
+    }
+
+    #[test]
+    fn failures_are_told_apart_for_the_operator() {
+        let auth = RedisError::from((
+            ErrorKind::AuthenticationFailed,
+            "Password authentication failed",
+        ));
+        assert_eq!(Failure::of(&auth), Failure::Auth);
+        assert_eq!(
+            Failure::of(&io("invalid peer certificate: UnknownIssuer")),
+            Failure::Untrusted
+        );
+        assert_eq!(
+            Failure::of(&io("received fatal alert: CertificateRequired")),
+            Failure::TlsRefused
+        );
+        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(Failure::of(&refused), Failure::Unreachable);
+        assert!(Failure::Auth.hint().contains("session.redis_password"));
+        assert!(Failure::Untrusted.hint().contains("session.redis_ca_file"));
+    }
 }
