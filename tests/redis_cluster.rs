@@ -14,7 +14,6 @@
 mod support;
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -22,7 +21,7 @@ use redis::AsyncCommands as _;
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
-use support::redis_topology::{Cluster, connect, slot_of};
+use support::redis_topology::{Cluster, Traffic, connect, slot_of};
 use support::*;
 
 fn index_key(prefix: &str, kind: &str, id: &str) -> String {
@@ -195,53 +194,8 @@ async fn logout_in_a_cluster_deletes_the_session_and_takes_it_out_of_its_indexes
     assert_eq!(stays.api(Method::GET, "/api/x").await.status(), 200);
 }
 
-/// What the browser saw while a master died: (time since start, status, cookie cleared).
-type Seen = Arc<Mutex<Vec<(Duration, u16, bool)>>>;
-
-/// Calls the API with `cookie` every 25 ms, and `/readyz` in between, until `stop` is set
-/// (or 30 s pass).
-fn traffic(
-    gh: &Gatehouse,
-    cookie: String,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) -> (Seen, Seen) {
-    use std::sync::atomic::Ordering;
-    let (api, ready): (Seen, Seen) = (Arc::default(), Arc::default());
-    let (api_url, ready_url) = (gh.url("/api/x"), gh.url("/readyz"));
-    let (seen_api, seen_ready) = (Arc::clone(&api), Arc::clone(&ready));
-    tokio::spawn(async move {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .unwrap();
-        let start = Instant::now();
-        while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(30) {
-            let res = http
-                .get(&api_url)
-                .header("x-csrf", "1")
-                .header("cookie", format!("{COOKIE}={cookie}"))
-                .send()
-                .await
-                .unwrap();
-            let cleared = !set_cookies(res.headers()).is_empty();
-            seen_api
-                .lock()
-                .unwrap()
-                .push((start.elapsed(), res.status().as_u16(), cleared));
-            let status = http.get(&ready_url).send().await.unwrap().status().as_u16();
-            seen_ready
-                .lock()
-                .unwrap()
-                .push((start.elapsed(), status, false));
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    });
-    (api, ready)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_under_traffic_costs_a_few_seconds_of_503_and_the_session_lives_on() {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let mut cluster = Cluster::start().await;
     // Due for refresh 2 s after login: after the kill, so it runs on the promoted replica.
     let provider = TestProvider::start(short_lived(Duration::from_secs(4))).await;
@@ -261,48 +215,17 @@ async fn a_master_killed_under_traffic_costs_a_few_seconds_of_503_and_the_sessio
         .await;
     let master = cluster.master_of(&key).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (api, ready) = traffic(&gh, b.session_cookie().unwrap(), Arc::clone(&stop));
+    let traffic = Traffic::start(&gh, b.session_cookie().unwrap());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let killed = api.lock().unwrap().last().unwrap().0;
+    let killed = traffic.now();
     cluster.kill(master);
-
-    // Recovered: the last ten answers after the kill are 200.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let seen = api.lock().unwrap().clone();
-        let after: Vec<u16> = seen.iter().filter(|s| s.0 > killed).map(|s| s.1).collect();
-        if after.len() >= 10 && after.iter().rev().take(10).all(|s| *s == 200) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no recovery after the kill: {after:?}"
-        );
-    }
-    stop.store(true, Ordering::Relaxed);
-    let seen = api.lock().unwrap().clone();
-    assert!(
-        seen.iter()
-            .all(|(_, status, _)| *status == 200 || *status == 503),
-        "only 200 and 503, never a 401: {seen:?}"
-    );
-    assert!(
-        seen.iter().all(|(_, _, cleared)| !cleared),
-        "the cookie is never cleared"
-    );
-    let failed: Vec<Duration> = seen.iter().filter(|s| s.1 != 200).map(|s| s.0).collect();
-    if let (Some(first), Some(last)) = (failed.first(), failed.last()) {
-        assert!(
-            *last - *first < Duration::from_secs(10),
-            "503 for {:?}",
-            *last - *first
-        );
-    }
+    traffic
+        .wait_recovered(killed, Duration::from_secs(20))
+        .await;
+    traffic.assert_only_brief_503s(Duration::from_secs(10));
     // A partial outage leaves /readyz alone (the other masters answer): taking every
     // instance out of the load balancer would turn a third of the sessions failing into all.
-    assert_eq!(ready.lock().unwrap().last().unwrap().1, 200);
+    assert_eq!(traffic.ready.lock().unwrap().last().unwrap().status, 200);
 
     // The same cookie, no new login; the refresh (due by now) ran once, on the new master.
     tokio::time::sleep(

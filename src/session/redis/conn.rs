@@ -110,7 +110,7 @@ impl Conn {
                 let connection = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(attempt))
                     .set_response_timeout(Some(attempt));
-                Conn::Sentinel(Master::new(builder.build()?, connection, attempt))
+                Conn::Sentinel(Master::new(builder.build()?, master, connection, attempt))
             }
         })
     }

@@ -6,18 +6,32 @@
 //! 2. A connection that fails (the master died, a timeout) is dropped, and the next
 //!    operation asks the sentinels again: while they still name the dead master it fails
 //!    fast (503), and once they have promoted a replica it reaches the new master.
-//! 3. A server that answers `READONLY` was demoted: its connection is dropped and the
+//! 3. The sentinels' word beats the server's own: a watcher subscribed to `+switch-master`
+//!    (and asking every few seconds, for a switch it missed) drops the connection as soon as
+//!    they name another master, even while the old one still believes it leads (after
+//!    `SENTINEL FAILOVER` it does for about ten seconds). Writes never go on to a demoted
+//!    master.
+//! 4. A server that answers `READONLY` was demoted: its connection is dropped and the
 //!    operation retried once on the master the sentinels name now (it ran nowhere, so the
-//!    retry cannot apply it twice). Writes never stay on a demoted master.
-//! 4. One lookup at a time: requests that find the connection gone wait for the lookup in
+//!    retry cannot apply it twice).
+//! 5. One lookup at a time: requests that find the connection gone wait for the lookup in
 //!    flight instead of each asking the sentinels.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::sentinel::SentinelClient;
-use redis::{AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value};
+use redis::{
+    AsyncConnectionConfig, Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisError, RedisFuture, Value,
+};
+
+/// How often the watcher asks who the master is, besides listening for switches.
+const RECHECK: Duration = Duration::from_secs(3);
+/// Pause before the watcher tries the sentinels again after losing them.
+const WATCH_RETRY: Duration = Duration::from_millis(500);
 
 /// A handle on the current master; clones share it.
 #[derive(Clone)]
@@ -25,7 +39,10 @@ pub struct Master(Arc<Inner>);
 
 struct Inner {
     sentinels: tokio::sync::Mutex<SentinelClient>,
+    name: String,
     current: Mutex<Current>,
+    /// Whether the watcher runs (it starts with the first connection).
+    watching: AtomicBool,
     config: AsyncConnectionConfig,
     /// Bound on one attempt, shorter than the store timeout so that a master that stopped
     /// answering is dropped before the caller gives up.
@@ -37,28 +54,35 @@ struct Current {
     /// Counts connections made, so a failure only drops the connection it happened on.
     generation: u64,
     conn: Option<MultiplexedConnection>,
+    /// The master's host and port, as the sentinels named it.
+    addr: Option<(String, u16)>,
+}
+
+impl Inner {
+    fn current(&self) -> MutexGuard<'_, Current> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Master {
     pub fn new(
         sentinels: SentinelClient,
+        name: &str,
         config: AsyncConnectionConfig,
         attempt: Duration,
     ) -> Self {
         Master(Arc::new(Inner {
             sentinels: tokio::sync::Mutex::new(sentinels),
+            name: name.to_owned(),
             current: Mutex::new(Current::default()),
+            watching: AtomicBool::new(false),
             config,
             attempt,
         }))
     }
 
     fn current(&self) -> Option<(u64, MultiplexedConnection)> {
-        let current = self
-            .0
-            .current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let current = self.0.current();
         current.conn.clone().map(|c| (current.generation, c))
     }
 
@@ -72,33 +96,40 @@ impl Master {
         if let Some(found) = self.current() {
             return Ok(found);
         }
-        let conn = sentinels
-            .get_async_connection_with_config(&self.0.config)
+        let client = sentinels.async_get_client().await?;
+        let addr = match client.get_connection_info().addr() {
+            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+                Some((host.clone(), *port))
+            }
+            _ => None,
+        };
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&self.0.config)
             .await?;
-        let mut current = self
-            .0
-            .current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        drop(sentinels);
+        if !self.0.watching.swap(true, Ordering::SeqCst) {
+            tokio::spawn(watch(Arc::downgrade(&self.0)));
+        }
+        tracing::info!(
+            master = %addr.as_ref().map(|(h, p)| format!("{h}:{p}")).unwrap_or_default(),
+            "connected to the Redis master named by the sentinels"
+        );
+        let mut current = self.0.current();
         current.generation += 1;
         current.conn = Some(conn.clone());
-        tracing::info!("connected to the Redis master named by the sentinels");
+        current.addr = addr;
         Ok((current.generation, conn))
     }
 
     /// Drops connection `generation` if it is still the current one.
     fn forget(&self, generation: u64) {
-        let mut current = self
-            .0
-            .current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut current = self.0.current();
         if current.generation == generation && current.conn.take().is_some() {
             tracing::warn!("lost the Redis master; asking the sentinels again");
         }
     }
 
-    /// Sends `request` to the master (rules 2 and 3).
+    /// Sends `request` to the master (rules 2 and 4).
     async fn run(&self, request: Request<'_>) -> Result<Reply, RedisError> {
         let mut retried = false;
         loop {
@@ -122,6 +153,81 @@ impl Master {
                 other => return other,
             }
         }
+    }
+}
+
+/// Rule 3, for as long as the master handle lives.
+async fn watch(inner: Weak<Inner>) {
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        if let Err(e) = watch_one_sentinel(&strong).await {
+            tracing::debug!(error = %e, "lost the sentinel watched for failovers; trying another");
+        }
+        drop(strong);
+        tokio::time::sleep(WATCH_RETRY).await;
+    }
+}
+
+/// Listens to one sentinel until it fails, or until the store is gone (checked every
+/// [`RECHECK`], when it asks who the master is).
+async fn watch_one_sentinel(inner: &Arc<Inner>) -> Result<(), RedisError> {
+    let client = {
+        let mut sentinels = inner.sentinels.lock().await;
+        sentinels.async_get_sentinel_client().await?
+    };
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe("+switch-master").await?;
+    let mut messages = pubsub.into_on_message();
+    let mut ask = client.get_multiplexed_async_connection().await?;
+    loop {
+        // Asked right after subscribing too: a switch may have happened while unsubscribed.
+        let (host, port): (String, u16) = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(&inner.name)
+            .query_async(&mut ask)
+            .await?;
+        follow(inner, &host, port);
+        let recheck = tokio::time::sleep(RECHECK);
+        tokio::pin!(recheck);
+        loop {
+            tokio::select! {
+                message = messages.next() => {
+                    let Some(message) = message else {
+                        return Err(RedisError::from((ErrorKind::Io, "sentinel subscription ended")));
+                    };
+                    // "<name> <old ip> <old port> <new ip> <new port>"
+                    let payload: String = message.get_payload().unwrap_or_default();
+                    if let [name, _, _, host, port] = payload.split_whitespace().collect::<Vec<_>>()[..]
+                        && name == inner.name
+                    {
+                        follow(inner, host, port.parse().unwrap_or(0));
+                    }
+                }
+                () = &mut recheck => break,
+            }
+        }
+        if Arc::strong_count(inner) <= 1 {
+            // Only the watcher holds the handle: the store is gone.
+            return Ok(());
+        }
+    }
+}
+
+/// Drops the connection unless it goes to `host:port`, the master the sentinels name.
+fn follow(inner: &Inner, host: &str, port: u16) {
+    let mut current = inner.current();
+    let elsewhere = current
+        .addr
+        .as_ref()
+        .is_some_and(|(h, p)| h != host || *p != port);
+    if elsewhere && current.conn.take().is_some() {
+        current.addr = None;
+        tracing::warn!(
+            master = %format!("{host}:{port}"),
+            "the sentinels named another Redis master; following it"
+        );
     }
 }
 

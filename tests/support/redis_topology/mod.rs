@@ -13,8 +13,10 @@ mod proc;
 mod sentinel;
 mod shared;
 mod tls;
+mod traffic;
 
 pub use cluster::{Cluster, NodeLine, slot_of};
 pub use proc::{Proc, TempDir, connect, eventually, free_port, info, url, wait_answering};
 pub use sentinel::{MASTER_NAME, Sentinels, role};
 pub use tls::{ACL_COMMANDS, ACL_USER, TestCa, TlsRedis};
+pub use traffic::{Seen, Traffic};

@@ -122,6 +122,22 @@ impl Sentinels {
         )
     }
 
+    /// Whether every sentinel names the master on `port` (the switch is announced).
+    pub async fn all_name(&self, port: u16) -> bool {
+        for s in &self.sentinels {
+            let mut c = connect(s.port).await;
+            let named: Result<(String, u16), _> = redis::cmd("SENTINEL")
+                .arg("GET-MASTER-ADDR-BY-NAME")
+                .arg(MASTER_NAME)
+                .query_async(&mut c)
+                .await;
+            if named.map(|(_, p)| p).ok() != Some(port) {
+                return false;
+            }
+        }
+        true
+    }
+
     /// The master's port, as the first sentinel that answers says.
     pub async fn master_port(&self) -> u16 {
         for s in &self.sentinels {
