@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command. Makes sure what the tests need is there (Redis on 127.0.0.1:6379, Chromium,
-# the e2e suite's npm packages), then runs rustfmt, clippy and every test.
+# The test command. Makes sure what the tests need is there (Redis on 127.0.0.1:6379 and the
+# redis-server binary, Chromium, the e2e suite's npm packages), then runs rustfmt, clippy and
+# every test.
 # Works on a fresh Debian machine as root; safe to run again (each step skips what is done).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -40,6 +41,10 @@ else
   for _ in $(seq 50); do redis_up && break; sleep 0.1; done
   redis_up || { echo "redis did not come up on 127.0.0.1:6379" >&2; exit 1; }
 fi
+
+# (a2) redis-server and redis-cli themselves (Debian's 7.x, built with TLS): the TLS, Cluster
+# and Sentinel suites start their own servers (sentinels are `redis-server --sentinel`).
+command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server
 
 # (b) Chromium for the browser test (Debian's build; playwright never downloads one).
 [ -x /usr/bin/chromium ] || apt_install chromium chromium-driver

@@ -108,7 +108,7 @@ async fn a_logout_that_failed_half_way_is_not_refused_as_a_replay_when_the_provi
     let healthy =
         Gatehouse::start(&config(&provider, &upstream, &redis_session(&prefix, ""))).await;
     let crippled_session = format!(
-        "store = \"redis\"\nredis_url = \"redis://{user}:pw@127.0.0.1:6379\"\nredis_prefix = \"{prefix}\""
+        "store = \"redis\"\nredis_url = \"{REDIS_URL}\"\nredis_username = \"{user}\"\nredis_password = \"pw\"\nredis_prefix = \"{prefix}\""
     );
     let crippled = Gatehouse::start(&config(&provider, &upstream, &crippled_session)).await;
     let mut b = Browser::new(&healthy.origin);

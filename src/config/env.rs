@@ -6,6 +6,7 @@ use std::collections::HashMap;
 pub const ENV_CLIENT_SECRET: &str = "GATEHOUSE_OIDC_CLIENT_SECRET";
 pub const ENV_SESSION_KEYS: &str = "GATEHOUSE_SESSION_KEYS";
 pub const ENV_REDIS_URL: &str = "GATEHOUSE_REDIS_URL";
+pub const ENV_REDIS_PASSWORD: &str = "GATEHOUSE_REDIS_PASSWORD";
 
 pub trait EnvSource {
     fn var(&self, name: &str) -> Option<String>;

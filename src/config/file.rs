@@ -115,7 +115,19 @@ pub struct OidcFile {
 pub struct SessionFile {
     /// "memory" (default) or "redis".
     pub store: Option<String>,
+    /// One Redis server; or `redis_cluster_nodes`; or `redis_sentinels` + `redis_sentinel_master`.
     pub redis_url: Option<String>,
+    pub redis_cluster_nodes: Option<Vec<String>>,
+    pub redis_sentinels: Option<Vec<String>>,
+    pub redis_sentinel_master: Option<String>,
+    /// ACL user; its password from `redis_password`, `redis_password_file` or the environment.
+    pub redis_username: Option<String>,
+    pub redis_password: Option<String>,
+    pub redis_password_file: Option<String>,
+    /// PEM CA certificates for `rediss://` (a private CA); unset trusts the web roots.
+    pub redis_ca_file: Option<String>,
+    pub redis_client_cert_file: Option<String>,
+    pub redis_client_key_file: Option<String>,
     pub redis_prefix: Option<String>,
     pub keys: Option<Vec<String>>,
     pub cookie_name: Option<String>,

@@ -13,7 +13,10 @@ use http::{HeaderName, HeaderValue};
 use openidconnect::core::CoreJwsSigningAlgorithm;
 use url::Url;
 
-pub use env::{ENV_CLIENT_SECRET, ENV_REDIS_URL, ENV_SESSION_KEYS, EnvSource, NoEnv, ProcessEnv};
+pub use env::{
+    ENV_CLIENT_SECRET, ENV_REDIS_PASSWORD, ENV_REDIS_URL, ENV_SESSION_KEYS, EnvSource, NoEnv,
+    ProcessEnv,
+};
 pub use file::FileConfig;
 
 use crate::cookie::{KeyRing, SameSite};
@@ -111,7 +114,43 @@ pub struct OidcConfig {
 #[derive(Debug)]
 pub enum StoreConfig {
     Memory { capacity: u64 },
-    Redis { url: Secret, prefix: String },
+    Redis(RedisConfig),
+}
+
+/// The Redis store: where it is, and how gatehouse proves who it is and who the server is.
+/// No URL carries credentials (validation refuses them), so URLs may be logged.
+#[derive(Debug)]
+pub struct RedisConfig {
+    pub topology: RedisTopology,
+    /// ACL user (`AUTH username password`); `None` with a password is the `default` user.
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// TLS (`rediss://`): PEM of the CA certificates that sign the servers' certificates;
+    /// `None` trusts the public web roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// TLS client certificate, for servers that ask for one.
+    pub client_cert: Option<RedisClientCert>,
+}
+
+/// Exactly one of these, from `redis_url`, `redis_cluster_nodes` or `redis_sentinels`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// One server (or a managed endpoint that hides its replicas).
+    Server(String),
+    /// Redis Cluster, found from these seed nodes.
+    Cluster(Vec<String>),
+    /// The master named `master`, found (and followed across failovers) through the sentinels.
+    Sentinel {
+        sentinels: Vec<String>,
+        master: String,
+    },
+}
+
+/// PEM certificate chain and private key for TLS client authentication.
+#[derive(Debug)]
+pub struct RedisClientCert {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Secret,
 }
 
 #[derive(Debug)]

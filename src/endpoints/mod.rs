@@ -72,14 +72,17 @@ async fn readyz(app: &App) -> Response<Body> {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    response::json(
-        status,
-        &json!({
-            "status": if ok { "ready" } else { "not_ready" },
-            "store": if store.is_ok() { "ok" } else { "unreachable" },
-            "provider": if provider { "ok" } else { "metadata not loaded" },
-        }),
-    )
+    let mut body = json!({
+        "status": if ok { "ready" } else { "not_ready" },
+        "store": if store.is_ok() { "ok" } else { "unreachable" },
+        "provider": if provider { "ok" } else { "metadata not loaded" },
+    });
+    if let Err(e) = &store {
+        // The cause by name only; the detail is in the log (a probe runs every few seconds).
+        body["store_error"] = json!(e.cause());
+        tracing::debug!(error = %e, "readiness: session store not usable");
+    }
+    response::json(status, &body)
 }
 
 async fn user(

@@ -60,6 +60,8 @@ pub async fn run(
 /// Serves an already built `app` (tests keep a handle on it to look inside).
 pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
     let discovery = tokio::spawn(discover(Arc::clone(&app)));
+    let store = app.sessions.store.clone();
+    tokio::spawn(async move { store.probe().await });
     let server = &app.config.server;
     let limit = Arc::new(Semaphore::new(server.max_connections));
     let per_ip = PerIp::new(server.max_connections_per_ip);

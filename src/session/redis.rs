@@ -1,29 +1,48 @@
-//! The Redis session store: shared by every instance, each operation bounded by a timeout.
+//! The Redis store: shared by every instance, each operation bounded by a timeout.
+//!
+//! Rules (so that every operation works in Redis Cluster):
+//! 1. Every script touches only the keys it declares in `KEYS`, and only one key: a session,
+//!    an index and a lock each live in their own slot.
+//! 2. Nothing scans the keyspace (`KEYS`, `SCAN`); indexes are sets, read by their own key.
+//! 3. Operations run on one [`conn::Conn`] per topology (server, cluster, sentinel), so a
+//!    later client-side cache can sit on the same connections.
+
+mod conn;
+mod sentinel;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::{StreamExt as _, TryStreamExt as _};
 use redis::AsyncCommands as _;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::store::{StoreError, millis};
+use crate::config::RedisConfig;
+use conn::Conn;
 
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     cas: Arc<redis::Script>,
     index_add: Arc<redis::Script>,
+    index_take: Arc<redis::Script>,
     timeout: Duration,
+    /// Where the store is, for the log (URLs carry no credentials).
+    target: Arc<str>,
 }
 
-/// Adds a session key to an index, first dropping members whose session is gone, so an
-/// index never outgrows the user's live sessions.
+/// Adds ARGV[1] to the index KEYS[1], removes the members ARGV[3..] (sessions found gone,
+/// checked one key at a time by the caller) and sets the index's TTL to ARGV[2] ms.
 const INDEX_ADD_SCRIPT: &str = r"
-for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('EXISTS', member) == 0 then redis.call('SREM', KEYS[1], member) end
-end
+for i = 3, #ARGV do redis.call('SREM', KEYS[1], ARGV[i]) end
 redis.call('SADD', KEYS[1], ARGV[1])
 return redis.call('PEXPIRE', KEYS[1], ARGV[2])";
+
+/// Removes the index KEYS[1] and returns its members.
+const INDEX_TAKE_SCRIPT: &str = r"
+local members = redis.call('SMEMBERS', KEYS[1])
+redis.call('DEL', KEYS[1])
+return members";
 
 const CAS_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -32,21 +51,28 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0";
 
+/// Index members checked for a live session per `index_add`: bounds the work of one login
+/// while repeated logins still prune the whole index.
+const INDEX_PRUNE_SAMPLE: isize = 128;
+/// Existence checks in flight at once while pruning.
+const INDEX_PRUNE_CONCURRENCY: usize = 16;
+
 impl RedisStore {
-    pub(super) fn new(url: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+    /// Must run inside the tokio runtime; connects lazily.
+    pub(super) fn new(config: &RedisConfig, timeout: Duration) -> Result<Self, StoreError> {
         Ok(Self {
-            conn,
+            conn: Conn::new(config, timeout)?,
             cas: Arc::new(redis::Script::new(CAS_SCRIPT)),
             index_add: Arc::new(redis::Script::new(INDEX_ADD_SCRIPT)),
+            index_take: Arc::new(redis::Script::new(INDEX_TAKE_SCRIPT)),
             timeout,
+            target: target(config).into(),
         })
+    }
+
+    /// Where the store is: the URL, the cluster's seed nodes or the sentinels and master.
+    pub(super) fn target(&self) -> &str {
+        &self.target
     }
 
     pub(super) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -94,12 +120,28 @@ impl RedisStore {
         member: &str,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let mut invocation = self.index_add.key(key);
-        invocation.arg(member).arg(millis(ttl));
-        let mut conn = self.conn.clone();
-        self.bounded(invocation.invoke_async::<i64>(&mut conn))
-            .await
-            .map(drop)
+        self.bounded(async {
+            let sample: Vec<String> = self
+                .conn
+                .clone()
+                .srandmember_multiple(key, INDEX_PRUNE_SAMPLE)
+                .await?;
+            // Each member is a session key in a slot of its own: one EXISTS per key.
+            let gone: Vec<String> = futures_util::stream::iter(sample)
+                .map(|m| async move {
+                    let live: bool = self.conn.clone().exists(&m).await?;
+                    Ok::<_, redis::RedisError>((!live).then_some(m))
+                })
+                .buffer_unordered(INDEX_PRUNE_CONCURRENCY)
+                .try_filter_map(|m| async move { Ok(m) })
+                .try_collect()
+                .await?;
+            let mut invocation = self.index_add.key(key);
+            invocation.arg(member).arg(millis(ttl)).arg(gone);
+            invocation.invoke_async::<i64>(&mut self.conn.clone()).await
+        })
+        .await
+        .map(drop)
     }
 
     pub(super) async fn index_remove(&self, key: &str, member: &str) -> Result<(), StoreError> {
@@ -108,16 +150,16 @@ impl RedisStore {
     }
 
     pub(super) async fn index_take(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        let invocation = self.index_take.key(key);
         let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        pipe.atomic().smembers(key).del(key).ignore();
-        let (members,): (Vec<String>,) = self.bounded(pipe.query_async(&mut conn)).await?;
-        Ok(members)
+        self.bounded(invocation.invoke_async::<Vec<String>>(&mut conn))
+            .await
     }
 
+    /// `PING`; in a cluster, every master must answer.
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        self.bounded(redis::cmd("PING").query_async::<String>(&mut conn))
+        self.bounded(redis::cmd("PING").query_async::<redis::Value>(&mut conn))
             .await
             .map(drop)
     }
@@ -152,5 +194,121 @@ impl RedisStore {
             Ok(result) => Ok(result?),
             Err(_) => Err(StoreError::Timeout(self.timeout)),
         }
+    }
+}
+
+fn target(config: &RedisConfig) -> String {
+    use crate::config::RedisTopology;
+    match &config.topology {
+        RedisTopology::Server(url) => url.clone(),
+        RedisTopology::Cluster(nodes) => format!("cluster {}", nodes.join(" ")),
+        RedisTopology::Sentinel { sentinels, master } => {
+            format!("master {master} via sentinels {}", sentinels.join(" "))
+        }
+    }
+}
+
+/// What a failed Redis operation means to the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The server refused the credentials (`WRONGPASS`, `NOAUTH`).
+    Auth,
+    /// The ACL user may not run a command gatehouse needs, or touch its keys (`NOPERM`).
+    Permission,
+    /// TLS: the server's certificate did not verify; nothing was sent to it.
+    Untrusted,
+    /// TLS: the server refused the handshake (no or an unknown client certificate).
+    TlsRefused,
+    /// No answer: refused, reset, timed out, no master, cluster down.
+    Unreachable,
+}
+
+impl Failure {
+    pub fn of(e: &redis::RedisError) -> Failure {
+        use redis::{ErrorKind, ServerErrorKind};
+        // rustls' errors reach us only as the text of an I/O error.
+        let text = e.to_string().to_ascii_lowercase();
+        let tls = |words: &[&str]| words.iter().any(|w| text.contains(w));
+        match e.kind() {
+            ErrorKind::AuthenticationFailed => Failure::Auth,
+            ErrorKind::Server(ServerErrorKind::NoPerm) => Failure::Permission,
+            _ if matches!(e.code(), Some("WRONGPASS" | "NOAUTH")) => Failure::Auth,
+            ErrorKind::Io if tls(&["invalid peer certificate", "certificate not"]) => {
+                Failure::Untrusted
+            }
+            ErrorKind::Io if tls(&["fatal alert", "handshake"]) => Failure::TlsRefused,
+            _ => Failure::Unreachable,
+        }
+    }
+
+    /// A short, stable name for `/readyz`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Failure::Auth => "authentication_failed",
+            Failure::Permission => "permission_denied",
+            Failure::Untrusted | Failure::TlsRefused => "tls_failed",
+            Failure::Unreachable => "unreachable",
+        }
+    }
+
+    /// What to check, naming the config keys.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Failure::Auth => {
+                "the server refused the credentials: check session.redis_username and \
+                 session.redis_password / redis_password_file / GATEHOUSE_REDIS_PASSWORD"
+            }
+            Failure::Permission => {
+                "the ACL user lacks a command or the key pattern of session.redis_prefix \
+                 (see README, Running with Redis)"
+            }
+            Failure::Untrusted => {
+                "TLS: the server's certificate did not verify against session.redis_ca_file \
+                 (or the web roots when it is unset); nothing was sent to it"
+            }
+            Failure::TlsRefused => {
+                "TLS: the server refused the handshake; it may want a client certificate \
+                 (session.redis_client_cert_file) signed by a CA it trusts"
+            }
+            Failure::Unreachable => {
+                "Redis did not answer (refused, reset, timed out, no master, cluster down)"
+            }
+        }
+    }
+}
+
+/// The crate's error with what it means, for the log.
+pub(super) fn explain(e: &redis::RedisError) -> String {
+    format!("{}: {e}", Failure::of(e).hint())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Failure;
+    use redis::{ErrorKind, RedisError};
+
+    fn io(text: &str) -> RedisError {
+        RedisError::from(std::io::Error::other(text.to_owned()))
+    }
+
+    #[test]
+    fn failures_are_told_apart_for_the_operator() {
+        let auth = RedisError::from((
+            ErrorKind::AuthenticationFailed,
+            "Password authentication failed",
+        ));
+        assert_eq!(Failure::of(&auth), Failure::Auth);
+        assert_eq!(
+            Failure::of(&io("invalid peer certificate: UnknownIssuer")),
+            Failure::Untrusted
+        );
+        assert_eq!(
+            Failure::of(&io("received fatal alert: CertificateRequired")),
+            Failure::TlsRefused
+        );
+        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(Failure::of(&refused), Failure::Unreachable);
+        assert!(Failure::Auth.hint().contains("session.redis_password"));
+        assert!(Failure::Untrusted.hint().contains("session.redis_ca_file"));
     }
 }

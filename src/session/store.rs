@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use super::memory::MemoryStore;
-use super::redis::RedisStore;
+use super::redis::{Failure, RedisStore};
 use crate::config::StoreConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("session store (redis) failed: {0}")]
+    #[error("session store (redis) failed: {}", super::redis::explain(.0))]
     Redis(#[from] redis::RedisError),
     #[error("session store did not answer within {0:?}")]
     Timeout(Duration),
@@ -19,6 +19,18 @@ pub enum StoreError {
     Seal,
     #[error("session store is full ({0} entries)")]
     Full(u64),
+}
+
+impl StoreError {
+    /// A short, stable name of the cause, for `/readyz`.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            StoreError::Redis(e) => Failure::of(e).name(),
+            StoreError::Timeout(_) => "timeout",
+            StoreError::Seal => "seal_failed",
+            StoreError::Full(_) => "full",
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -33,7 +45,7 @@ impl Store {
     pub fn new(config: &StoreConfig, timeout: Duration) -> Result<Store, StoreError> {
         Ok(match config {
             StoreConfig::Memory { capacity } => Store::Memory(MemoryStore::new(*capacity)),
-            StoreConfig::Redis { url, .. } => Store::Redis(RedisStore::new(url.expose(), timeout)?),
+            StoreConfig::Redis(redis) => Store::Redis(RedisStore::new(redis, timeout)?),
         })
     }
 
@@ -123,6 +135,20 @@ impl Store {
         match self {
             Store::Memory(m) => Ok(m.index_take(key)),
             Store::Redis(r) => r.index_take(key).await,
+        }
+    }
+
+    /// Pings the store once and logs the outcome, naming the cause of a failure, so that a
+    /// wrong password or CA shows at start-up and not only in `/readyz`.
+    pub async fn probe(&self) {
+        let Store::Redis(r) = self else { return };
+        match self.ping().await {
+            Ok(()) => tracing::info!(redis = %r.target(), "session store answers"),
+            Err(e) => tracing::error!(
+                redis = %r.target(),
+                error = %e,
+                "session store is not usable; /readyz stays not ready until it is"
+            ),
         }
     }
 

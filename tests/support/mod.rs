@@ -9,6 +9,7 @@
 )]
 
 pub mod provider;
+pub mod redis_topology;
 pub mod upstream;
 
 use std::collections::BTreeMap;

@@ -1,8 +1,9 @@
 //! File model + environment → typed `Config`. Every error names the key it is about.
-//! One file per section: [`server`] (with `[auth]` and routes), [`oidc`], [`session`],
-//! [`static_site`] (the keys of static routes).
+//! One file per section: [`server`] (with `[auth]` and routes), [`oidc`], [`session`] (its
+//! Redis keys in [`redis`]), [`static_site`] (the keys of static routes).
 
 mod oidc;
+mod redis;
 mod routes;
 mod server;
 mod session;

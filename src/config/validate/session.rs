@@ -3,7 +3,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 
-use super::super::env::{ENV_REDIS_URL, ENV_SESSION_KEYS, EnvSource};
+use super::super::env::{ENV_SESSION_KEYS, EnvSource};
 use super::super::file::*;
 use super::super::*;
 use std::time::Duration;
@@ -40,25 +40,9 @@ pub(super) fn session(
         "memory" => StoreConfig::Memory {
             capacity: f.memory_capacity.unwrap_or(DEFAULT_MEMORY_CAPACITY),
         },
-        "redis" => match env.var(ENV_REDIS_URL).or_else(|| f.redis_url.clone()) {
-            Some(url) => {
-                if let Err(e) =
-                    redis::parse_redis_url(&url).ok_or("not a redis:// or rediss:// URL")
-                {
-                    errs.push("session.redis_url", format!("invalid: {e}"));
-                }
-                StoreConfig::Redis {
-                    url: Secret::new(url),
-                    prefix: prefix.clone(),
-                }
-            }
-            None => {
-                errs.push(
-                    "session.redis_url",
-                    format!("required when session.store = \"redis\" (or env {ENV_REDIS_URL})"),
-                );
-                StoreConfig::Memory { capacity: 1 }
-            }
+        "redis" => match super::redis::redis(f, env, errs) {
+            Some(redis) => StoreConfig::Redis(redis),
+            None => StoreConfig::Memory { capacity: 1 },
         },
         other => {
             errs.push(
@@ -68,6 +52,13 @@ pub(super) fn session(
             StoreConfig::Memory { capacity: 1 }
         }
     };
+    if matches!(store, StoreConfig::Memory { .. }) && f.store.as_deref() != Some("redis") {
+        for key in super::redis::ignored_keys(f) {
+            warnings.push(format!(
+                "{key} is set but session.store is not \"redis\": it is ignored"
+            ));
+        }
+    }
     if f.memory_capacity == Some(0) {
         errs.push("session.memory_capacity", "must be at least 1");
     }

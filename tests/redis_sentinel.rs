@@ -1,0 +1,174 @@
+//! Sessions behind Redis Sentinel: gatehouse finds the master through the sentinels and
+//! follows it across a failover, whether the master dies or is demoted alive; writes land on
+//! the new master, and `/readyz` is not ready while no master answers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+mod support;
+
+use std::time::Duration;
+
+use redis::AsyncCommands as _;
+use reqwest::Method;
+use sha2::{Digest as _, Sha256};
+use support::redis_topology::{Sentinels, Traffic, connect, eventually, role};
+use support::*;
+
+fn sub_index(prefix: &str, sub: &str) -> String {
+    let hex: String = Sha256::digest(sub.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{prefix}sub:{hex}")
+}
+
+/// The session keys of `sub` as the server on `port` holds them.
+async fn sessions_on(port: u16, prefix: &str, sub: &str) -> Vec<String> {
+    connect(port)
+        .await
+        .smembers(sub_index(prefix, sub))
+        .await
+        .unwrap()
+}
+
+/// Gatehouse over the sentinels, with one logged-in browser whose session the replica holds.
+async fn logged_in(
+    topology: &Sentinels,
+    provider: &TestProvider,
+    upstream: &EchoUpstream,
+    prefix: &str,
+) -> (Gatehouse, Browser, String) {
+    let session = topology.session(prefix, "store_timeout = \"1s\"");
+    let gh = Gatehouse::start(&config(provider, upstream, &session)).await;
+    let mut b = Browser::new(&gh.origin);
+    assert_eq!(b.login("/").await.status(), 200);
+    assert_eq!(b.api(Method::GET, "/api/x").await.status(), 200);
+    let (master, replica) = (topology.data[0].port, topology.data[1].port);
+    let key = sessions_on(master, prefix, "alice").await.remove(0);
+    topology.wait_holds(replica, &key).await;
+    topology
+        .wait_holds(replica, &sub_index(prefix, "alice"))
+        .await;
+    (gh, b, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_killed_under_traffic_fails_over_and_the_session_writes_to_the_new_master() {
+    let mut topology = Sentinels::start().await;
+    let (master, replica) = (topology.data[0].port, topology.data[1].port);
+    let provider = TestProvider::start(ProviderOptions::default()).await;
+    let upstream = EchoUpstream::start().await;
+    let prefix = unique_prefix("sentinel-kill");
+    let (gh, mut b, key) = logged_in(&topology, &provider, &upstream, &prefix).await;
+
+    let traffic = Traffic::start(&gh, b.session_cookie().unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = traffic.now();
+    topology.kill(master);
+    traffic
+        .wait_recovered(killed, Duration::from_secs(20))
+        .await;
+    traffic.assert_only_brief_503s(Duration::from_secs(10));
+    let ready = traffic.ready.lock().unwrap().clone();
+    assert!(
+        ready.iter().any(|s| s.at > killed && s.status == 503),
+        "/readyz is not ready while no master answers: {ready:?}"
+    );
+    assert_eq!(
+        ready.last().unwrap().status,
+        200,
+        "ready again after the failover"
+    );
+
+    assert_eq!(
+        topology.master_port().await,
+        replica,
+        "the sentinels promoted the replica"
+    );
+    assert_eq!(role(replica).await, "master");
+    assert_eq!(provider.stats().token_code, 1, "no second login");
+    // Writes reach the new master: a new login adds a session, logout deletes the old one.
+    let mut second = Browser::new(&gh.origin);
+    assert_eq!(second.login("/").await.status(), 200);
+    assert_eq!(sessions_on(replica, &prefix, "alice").await.len(), 2);
+    assert_eq!(b.api(Method::POST, "/auth/logout").await.status(), 200);
+    assert!(
+        !connect(replica)
+            .await
+            .exists::<_, bool>(&key)
+            .await
+            .unwrap()
+    );
+    assert_eq!(sessions_on(replica, &prefix, "alice").await.len(), 1);
+    assert_eq!(second.api(Method::GET, "/api/x").await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_writes_follow_the_sentinels_while_the_old_master_still_takes_them() {
+    let topology = Sentinels::start().await;
+    let (master, replica) = (topology.data[0].port, topology.data[1].port);
+    let provider = TestProvider::start(ProviderOptions::default()).await;
+    let upstream = EchoUpstream::start().await;
+    let prefix = unique_prefix("sentinel-demote");
+    let (gh, mut b, _) = logged_in(&topology, &provider, &upstream, &prefix).await;
+
+    // The old master stays up, gatehouse connected to it, while the sentinels promote the
+    // replica; they demote the old master only seconds later.
+    topology.manual_failover().await;
+    // Once every sentinel has announced the switch (between the promotion and the
+    // announcement, tens of milliseconds, no client can know), writes must follow it.
+    eventually(
+        Duration::from_secs(15),
+        "the sentinels name the replica",
+        async || topology.all_name(replica).await,
+    )
+    .await;
+
+    let mut second = Browser::new(&gh.origin);
+    eventually(
+        Duration::from_secs(5),
+        "a login after the failover",
+        async || {
+            second.jar.clear();
+            let res = second.get("/auth/login?return_to=%2F").await;
+            if res.status() != 302 {
+                assert_eq!(
+                    res.status(),
+                    503,
+                    "a store in failover is an outage, nothing else"
+                );
+                return false;
+            }
+            let back = second.authorize(&location(&res)).await;
+            let status = second.callback(&back).await.status();
+            assert!(status == 200 || status == 503, "callback answered {status}");
+            status == 200
+        },
+    )
+    .await;
+    assert_eq!(
+        role(master).await,
+        "master",
+        "the old master still believed it led (else this test proves less)"
+    );
+    assert_eq!(
+        sessions_on(replica, &prefix, "alice").await.len(),
+        2,
+        "the new session was written to the master the sentinels name"
+    );
+    assert_eq!(
+        sessions_on(master, &prefix, "alice").await.len(),
+        1,
+        "nothing was written to the old master"
+    );
+    assert_eq!(
+        b.api(Method::GET, "/api/x").await.status(),
+        200,
+        "the old session lives on"
+    );
+    assert_eq!(second.api(Method::GET, "/api/x").await.status(), 200);
+}
