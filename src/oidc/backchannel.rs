@@ -11,11 +11,11 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use openidconnect::core::{CoreJsonWebKey, CoreJwsSigningAlgorithm};
+use openidconnect::core::{CoreJsonWebKey, CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
 use openidconnect::{JsonWebKey, JsonWebKeyId};
 use serde_json::Value;
 
-use super::{Oidc, OidcError, Provider};
+use super::{Oidc, OidcError, Settings};
 use crate::session::now;
 
 pub const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
@@ -40,6 +40,32 @@ impl Oidc {
 
     pub async fn verify_logout_token(&self, token: &str) -> Result<LogoutClaims, OidcError> {
         let provider = self.provider()?;
+        let jws = Compact::parse(token, &self.settings.allowed_algs)?;
+        let verified = jws.verify(&provider.jwks())
+            || (provider.refetch_jwks(self.http()).await && jws.verify(&provider.jwks()));
+        if !verified {
+            return Err(invalid(
+                "signature does not verify with the provider's keys",
+            ));
+        }
+        check_logout_claims(&self.settings, &decode_json(jws.payload)?, now())
+    }
+}
+
+/// A logout token taken apart, its header checked (rules 1 and 2), its signature not yet.
+pub(crate) struct Compact<'a> {
+    pub(crate) alg: CoreJwsSigningAlgorithm,
+    pub(crate) kid: Option<JsonWebKeyId>,
+    pub(crate) signing_input: &'a str,
+    pub(crate) signature: Vec<u8>,
+    pub(crate) payload: &'a str,
+}
+
+impl<'a> Compact<'a> {
+    pub(crate) fn parse(
+        token: &'a str,
+        allowed_algs: &[CoreJwsSigningAlgorithm],
+    ) -> Result<Compact<'a>, OidcError> {
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(s), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -54,7 +80,7 @@ impl Oidc {
         let alg: CoreJwsSigningAlgorithm =
             serde_json::from_value(Value::String(alg_name.to_owned()))
                 .map_err(|_| invalid("unknown alg"))?;
-        if !self.settings.allowed_algs.contains(&alg) {
+        if !allowed_algs.contains(&alg) {
             return Err(invalid("algorithm not allowed"));
         }
         // Explicit typing (spec §2.4): an access token or other JWT type is not a logout token.
@@ -72,103 +98,138 @@ impl Oidc {
         let signature = URL_SAFE_NO_PAD
             .decode(s)
             .map_err(|_| invalid("bad signature encoding"))?;
-        let signing_input = &token[..h.len() + 1 + p.len()];
-        let verified = verify_with(
-            &provider,
-            kid.as_ref(),
-            &alg,
-            signing_input.as_bytes(),
-            &signature,
-        ) || (provider.refetch_jwks(self.http()).await
-            && verify_with(
-                &provider,
-                kid.as_ref(),
-                &alg,
-                signing_input.as_bytes(),
-                &signature,
-            ));
-        if !verified {
-            return Err(invalid(
-                "signature does not verify with the provider's keys",
-            ));
-        }
-        self.check_logout_claims(&decode_json(p)?)
+        Ok(Compact {
+            alg,
+            kid,
+            signing_input: &token[..h.len() + 1 + p.len()],
+            signature,
+            payload: p,
+        })
     }
 
-    fn check_logout_claims(&self, c: &Value) -> Result<LogoutClaims, OidcError> {
-        let s = &self.settings;
-        if c.get("iss").and_then(Value::as_str) != Some(s.issuer.as_str()) {
-            return Err(invalid("iss is not the provider"));
-        }
-        let ours = |v: &Value| v.as_str() == Some(s.client_id.as_str());
-        let aud_ok = match c.get("aud") {
-            Some(Value::Array(list)) => list.iter().any(ours),
-            Some(v) => ours(v),
-            None => false,
-        };
-        if !aud_ok {
-            return Err(invalid("aud does not contain this client"));
-        }
-        let skew = i64::try_from(s.clock_skew.as_secs()).unwrap_or(0);
-        let max_age = i64::try_from(s.max_id_token_age.as_secs()).unwrap_or(0);
-        let iat = c
-            .get("iat")
-            .and_then(Value::as_i64)
-            .ok_or_else(|| invalid("no iat"))?;
-        let age = now() - iat;
-        if age < -skew || age > max_age + skew {
-            return Err(invalid("iat out of range"));
-        }
-        let exp = c
-            .get("exp")
-            .and_then(Value::as_i64)
-            .ok_or_else(|| invalid("no exp"))?;
-        if exp + skew <= now() {
-            return Err(invalid("expired"));
-        }
-        let event_ok = c
-            .get("events")
-            .and_then(|e| e.get(BACKCHANNEL_EVENT))
-            .is_some_and(Value::is_object);
-        if !event_ok {
-            return Err(invalid("no back-channel logout event"));
-        }
-        if c.get("nonce").is_some() {
-            return Err(invalid("nonce present"));
-        }
-        let string = |k: &str| {
-            c.get(k)
-                .and_then(Value::as_str)
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned)
-        };
-        let (sid, sub) = (string("sid"), string("sub"));
-        if sid.is_none() && sub.is_none() {
-            return Err(invalid("neither sid nor sub"));
-        }
-        let jti = string("jti").ok_or_else(|| invalid("no jti"))?;
-        Ok(LogoutClaims { sid, sub, jti })
+    /// Whether a key of `jwks` (matching `kid` when given) verifies the signature.
+    pub(crate) fn verify(&self, jwks: &CoreJsonWebKeySet) -> bool {
+        jwks.keys()
+            .iter()
+            .filter(|k: &&CoreJsonWebKey| self.kid.as_ref().is_none_or(|id| k.key_id() == Some(id)))
+            .any(|k| {
+                k.verify_signature(&self.alg, self.signing_input.as_bytes(), &self.signature)
+                    .is_ok()
+            })
     }
 }
 
-fn decode_json(part: &str) -> Result<Value, OidcError> {
+/// Rules 2-4 on the claims of a token whose signature verified, at unix time `now`.
+pub(crate) fn check_logout_claims(
+    s: &Settings,
+    c: &Value,
+    now: i64,
+) -> Result<LogoutClaims, OidcError> {
+    if c.get("iss").and_then(Value::as_str) != Some(s.issuer.as_str()) {
+        return Err(invalid("iss is not the provider"));
+    }
+    let ours = |v: &Value| v.as_str() == Some(s.client_id.as_str());
+    let aud_ok = match c.get("aud") {
+        Some(Value::Array(list)) => list.iter().any(ours),
+        Some(v) => ours(v),
+        None => false,
+    };
+    if !aud_ok {
+        return Err(invalid("aud does not contain this client"));
+    }
+    let skew = i64::try_from(s.clock_skew.as_secs()).unwrap_or(0);
+    let max_age = i64::try_from(s.max_id_token_age.as_secs()).unwrap_or(0);
+    let iat = c
+        .get("iat")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| invalid("no iat"))?;
+    // Saturating: `iat` and `exp` are the sender's numbers, i64::MIN and MAX included.
+    let age = now.saturating_sub(iat);
+    if age < -skew || age > max_age + skew {
+        return Err(invalid("iat out of range"));
+    }
+    let exp = c
+        .get("exp")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| invalid("no exp"))?;
+    if exp.saturating_add(skew) <= now {
+        return Err(invalid("expired"));
+    }
+    let event_ok = c
+        .get("events")
+        .and_then(|e| e.get(BACKCHANNEL_EVENT))
+        .is_some_and(Value::is_object);
+    if !event_ok {
+        return Err(invalid("no back-channel logout event"));
+    }
+    if c.get("nonce").is_some() {
+        return Err(invalid("nonce present"));
+    }
+    let string = |k: &str| {
+        c.get(k)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let (sid, sub) = (string("sid"), string("sub"));
+    if sid.is_none() && sub.is_none() {
+        return Err(invalid("neither sid nor sub"));
+    }
+    let jti = string("jti").ok_or_else(|| invalid("no jti"))?;
+    Ok(LogoutClaims { sid, sub, jti })
+}
+
+pub(crate) fn decode_json(part: &str) -> Result<Value, OidcError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(part)
         .map_err(|_| invalid("bad base64url"))?;
     serde_json::from_slice(&bytes).map_err(|_| invalid("bad JSON"))
 }
 
-/// Whether a key of the provider's JWKS (matching `kid` when given) verifies the signature.
-fn verify_with(
-    provider: &Provider,
-    kid: Option<&JsonWebKeyId>,
-    alg: &CoreJwsSigningAlgorithm,
-    input: &[u8],
-    sig: &[u8],
-) -> bool {
-    let jwks = provider.jwks();
-    jwks.keys()
-        .iter()
-        .filter(|k: &&CoreJsonWebKey| kid.is_none_or(|id| k.key_id() == Some(id)))
-        .any(|k| k.verify_signature(alg, input, sig).is_ok())
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::TokenEndpointAuth;
+    use crate::secret::Secret;
+
+    fn settings() -> Settings {
+        let url = url::Url::parse("https://app.example.com/").unwrap();
+        Settings {
+            issuer: "https://id.example.com".into(),
+            client_id: "bff".into(),
+            client_secret: Secret::new("s"),
+            scopes: vec!["openid".into()],
+            prompt: None,
+            token_endpoint_auth: TokenEndpointAuth::ClientSecretBasic,
+            allowed_algs: vec![CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256],
+            redirect_uri: url.join("/auth/callback").unwrap().to_string(),
+            post_logout_redirect_uri: url,
+            clock_skew: Duration::from_secs(60),
+            max_id_token_age: Duration::from_secs(600),
+        }
+    }
+
+    #[test]
+    fn an_iat_or_exp_at_the_ends_of_the_integer_range_is_refused_without_overflow() {
+        let now = 1_700_000_000;
+        let claims = |iat: i64, exp: i64| {
+            json!({
+                "iss": "https://id.example.com", "aud": "bff", "iat": iat, "exp": exp,
+                "jti": "j", "sub": "u", "events": {BACKCHANNEL_EVENT: {}},
+            })
+        };
+        let s = settings();
+        assert!(check_logout_claims(&s, &claims(now, now + 60), now).is_ok());
+        for (iat, exp) in [(i64::MIN, now + 60), (i64::MAX, now + 60), (now, i64::MIN)] {
+            assert!(
+                check_logout_claims(&s, &claims(iat, exp), now).is_err(),
+                "iat {iat} exp {exp}"
+            );
+        }
+        assert!(check_logout_claims(&s, &claims(now, i64::MAX), now).is_ok());
+    }
 }

@@ -3,7 +3,7 @@
 
 pub mod backchannel;
 mod flow;
-mod provider;
+pub(crate) mod provider;
 pub mod refresh;
 pub mod revoke;
 
@@ -177,12 +177,17 @@ impl Oidc {
     /// Loads the provider's metadata and keys; `/readyz` is green once this succeeded.
     pub async fn discover(&self) -> Result<(), OidcError> {
         let provider = Provider::discover(&self.settings, &self.http).await?;
+        self.install(provider);
+        Ok(())
+    }
+
+    /// Makes `provider` the one every later request uses.
+    pub(crate) fn install(&self, provider: Provider) {
         let mut slot = self
             .provider
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         *slot = Some(Arc::new(provider));
-        Ok(())
     }
 
     pub fn provider(&self) -> Result<Arc<Provider>, OidcError> {

@@ -80,9 +80,25 @@ impl Provider {
         let issuer = IssuerUrl::new(settings.issuer.clone())
             .map_err(|e| OidcError::Discovery(e.to_string()))?;
         // discover_async checks that the document's `issuer` equals ours, then fetches jwks_uri.
-        let metadata = Metadata::discover_async(issuer.clone(), http)
+        let metadata = Metadata::discover_async(issuer, http)
             .await
             .map_err(|e| OidcError::Discovery(super::error_chain(&e)))?;
+        Self::from_metadata(settings, metadata)
+    }
+
+    /// Builds the client from metadata already fetched and checked (its JWKS included).
+    pub(crate) fn from_metadata(
+        settings: &Settings,
+        metadata: Metadata,
+    ) -> Result<Provider, OidcError> {
+        let issuer = IssuerUrl::new(settings.issuer.clone())
+            .map_err(|e| OidcError::Discovery(e.to_string()))?;
+        // Rule 1 again, so that this holds for any metadata, not only discover_async's.
+        if metadata.issuer() != &issuer {
+            return Err(OidcError::Discovery(
+                "the discovery document's issuer is not the configured issuer".into(),
+            ));
+        }
         let token_url = metadata.token_endpoint().cloned().ok_or_else(|| {
             OidcError::Discovery("provider metadata has no token_endpoint".into())
         })?;
