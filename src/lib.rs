@@ -19,6 +19,7 @@
 //! - [`proxy`]: forwarding and header hygiene
 //! - [`error`]: the one place errors become responses; [`response`]: response builders
 //! - [`secret`]: redacted secret strings; [`telemetry`]: logging setup
+//! - `fuzzing` (hidden): the bodies of the `fuzz/` targets, replayed by the tests
 
 pub mod app;
 pub mod config;
@@ -26,6 +27,8 @@ pub mod cookie;
 pub mod csrf;
 pub mod endpoints;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod oidc;
 pub mod pipeline;
 pub mod proxy;

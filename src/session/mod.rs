@@ -2,7 +2,8 @@
 //! trip, enforcing idle and absolute expiry server-side, and login transactions.
 
 mod memory;
-mod record;
+#[doc(hidden)]
+pub mod record;
 mod redis;
 mod store;
 
