@@ -73,7 +73,7 @@ mod every_input_of_the_corpus_and_the_regressions_passes {
 }
 
 #[test]
-fn every_corpus_directory_is_a_target_and_every_target_is_replayed() {
+fn every_corpus_directory_is_a_target_and_every_target_is_built_and_replayed() {
     for kind in KINDS {
         for dir in files(&fuzz_dir(kind)) {
             let name = dir.file_name().unwrap().to_string_lossy().into_owned();
@@ -83,15 +83,25 @@ fn every_corpus_directory_is_a_target_and_every_target_is_replayed() {
             );
         }
     }
-    let targets =
-        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/fuzz_targets"))
-            .unwrap()
-            .count();
+    let sources = files(&fuzz_dir("fuzz_targets"));
     assert_eq!(
-        targets,
+        sources.len(),
         TARGETS.len(),
         "fuzz/fuzz_targets and fuzzing::TARGETS differ"
     );
+    let manifest = std::fs::read_to_string(fuzz_dir("Cargo.toml")).unwrap();
+    for (name, _) in TARGETS {
+        let source = fuzz_dir(&format!("fuzz_targets/{name}.rs"));
+        let text = std::fs::read_to_string(&source).unwrap();
+        assert!(
+            text.contains(&format!("gatehouse::fuzzing::{name}(data)")),
+            "{name}.rs"
+        );
+        assert!(
+            manifest.contains(&format!("name = \"{name}\"")),
+            "fuzz/Cargo.toml lacks {name}"
+        );
+    }
     let names: Vec<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
     assert_eq!(
         names,

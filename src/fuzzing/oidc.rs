@@ -145,7 +145,7 @@ pub fn logout_token(data: &[u8]) {
     }
 }
 
-/// Accepted claims are what rules 2-4 of back-channel logout demand, at [`NOW`].
+/// Accepted claims are what the back-channel logout rules demand, at [`NOW`].
 fn check_claims(c: &Value) {
     let s = &oidc().settings;
     let Ok(claims) = check_logout_claims(s, c, NOW) else {

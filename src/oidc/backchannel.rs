@@ -119,7 +119,8 @@ impl<'a> Compact<'a> {
     }
 }
 
-/// Rules 2-4 on the claims of a token whose signature verified, at unix time `now`.
+/// Rules 2 and 3 and the presence of `jti` (rule 4) on the claims of a token whose signature
+/// verified, at unix time `now`.
 pub(crate) fn check_logout_claims(
     s: &Settings,
     c: &Value,
