@@ -23,6 +23,7 @@
 //! - [`static_files`]: static routes, serving an SPA's files with its fallback and caching
 //! - [`error`]: the one place errors become responses; [`response`]: response builders
 //! - [`secret`]: redacted secret strings; [`telemetry`]: logging setup
+//! - `fuzzing` (hidden): the bodies of the `fuzz/` targets, replayed by the tests
 
 pub mod app;
 pub mod check;
@@ -31,6 +32,8 @@ pub mod cookie;
 pub mod csrf;
 pub mod endpoints;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host;
 pub mod oidc;
 pub mod pipeline;

@@ -120,10 +120,28 @@ impl RouteTable {
     }
 }
 
+/// Whether `prefix` may be configured as a route's `path`: an absolute path of unreserved
+/// characters (letters, digits, `- . _ ~`) and `/`, without dot segments or empty segments.
+/// Kept to the alphabet whose escapes [`is_routable_path`] refuses, so that no request path
+/// can match a prefix once an upstream decodes it without matching it as sent.
+pub fn is_valid_prefix(prefix: &str) -> bool {
+    prefix.starts_with('/')
+        && prefix.bytes().all(|b| is_unreserved(b) || b == b'/')
+        && !prefix.split('/').any(|seg| seg == "." || seg == "..")
+        && !prefix.contains("//")
+}
+
+/// RFC 3986 §2.3: a percent-encoded unreserved character is the same URI as the character
+/// itself, so servers may decode it before routing.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~".contains(&b)
+}
+
 /// Whether `path` (raw, as received) is safe to route: the path the policy sees must be
 /// the path the upstream gets, so anything a server might normalize differently is refused:
 /// dot segments (raw or %-encoded), encoded `/` or `\`, backslashes, `;` parameters, empty
-/// segments, control characters and non-origin-form targets.
+/// segments, control characters, non-origin-form targets, and escaped unreserved characters
+/// (`/%61pi` is `/api` to a server that normalizes it).
 pub fn is_routable_path(path: &str) -> bool {
     if !path.starts_with('/') || path.contains("//") {
         return false;
@@ -141,7 +159,21 @@ pub fn is_routable_path(path: &str) -> bool {
     {
         return false;
     }
+    if escaped_bytes(path.as_bytes()).any(is_unreserved) {
+        return false;
+    }
     !path.split('/').any(|seg| seg == "." || seg == "..")
+}
+
+/// The byte each valid `%XY` escape of `path` stands for.
+fn escaped_bytes(path: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    path.windows(3).filter_map(|w| match w {
+        [b'%', hi, lo] => {
+            let hex = |b: &u8| char::from(*b).to_digit(16);
+            Some(u8::try_from(hex(hi)? * 16 + hex(lo)?).unwrap_or(0))
+        }
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -207,6 +239,35 @@ mod tests {
             "/api/%20x",
         ] {
             assert!(is_routable_path(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn an_escaped_unreserved_character_is_refused_so_a_decoding_upstream_sees_the_routed_path() {
+        for bad in [
+            "/%61pi/x",
+            "/ap%69",
+            "/api/%41dmin",
+            "/%7euser",
+            "/%2D",
+            "/a%5f",
+        ] {
+            assert!(!is_routable_path(bad), "{bad}");
+        }
+        for good in ["/api/a%40b.com", "/caf%C3%A9", "/a%20b", "/%21"] {
+            assert!(is_routable_path(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn route_prefixes_are_unreserved_characters_and_slashes_only() {
+        for good in ["/", "/api", "/api/", "/a-b_c.d~e/", "/v1/users"] {
+            assert!(is_valid_prefix(good), "{good}");
+        }
+        for bad in [
+            "api", "/a@b", "/a:b", "/a%61", "/a b", "/a//b", "/a/../b", "/a;b", "/é",
+        ] {
+            assert!(!is_valid_prefix(bad), "{bad}");
         }
     }
 

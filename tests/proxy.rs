@@ -199,6 +199,8 @@ async fn paths_that_could_change_meaning_upstream_are_refused() {
         "/api//x",
         "/opt/%2E%2E/api/x",
         "/api\\x",
+        "/%61pi/x",
+        "/api/%7Eadmin",
     ] {
         let raw = format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nX-CSRF: 1\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n",

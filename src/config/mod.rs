@@ -213,6 +213,41 @@ fn list(errors: &[ConfigError]) -> String {
     format!("invalid configuration:\n{}", lines.join("\n"))
 }
 
+/// The keys whose values are secrets: no message about the file may repeat them.
+const SECRET_KEYS: [(&str, &str); 3] = [
+    ("oidc", "client_secret"),
+    ("session", "redis_url"),
+    ("session", "keys"),
+];
+
+/// A TOML error as a line and column and toml's message, without the source line toml would
+/// quote (it may be a secret's), and with any secret value the message repeats redacted
+/// (`keys = "…"` written instead of a list is "invalid type: string \"…\"").
+fn parse_error(text: &str, e: &toml::de::Error) -> String {
+    let mut message = e.message().trim_end().to_owned();
+    if let Ok(table) = text.parse::<toml::Table>() {
+        let secrets = SECRET_KEYS
+            .iter()
+            .filter_map(|(section, key)| table.get(*section)?.get(*key))
+            .flat_map(|v| match v {
+                toml::Value::Array(items) => items.iter().filter_map(toml::Value::as_str).collect(),
+                v => v.as_str().into_iter().collect::<Vec<_>>(),
+            });
+        for secret in secrets.filter(|s| !s.is_empty()) {
+            let escaped = format!("{secret:?}");
+            message = message
+                .replace(secret, "<redacted>")
+                .replace(escaped.trim_matches('"'), "<redacted>");
+        }
+    }
+    let Some(before) = e.span().and_then(|span| text.get(..span.start)) else {
+        return message;
+    };
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    format!("line {line}, column {column}: {message}")
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path, env: &dyn EnvSource) -> Result<Config, ConfigErrors> {
@@ -235,7 +270,7 @@ impl Config {
                 message: "unknown key".to_owned(),
             });
         })
-        .map_err(|e| ConfigErrors::Parse(e.to_string()))?;
+        .map_err(|e| ConfigErrors::Parse(parse_error(text, &e)))?;
         match validate::validate(file, env) {
             Ok(config) if unknown.is_empty() => Ok(config),
             Ok(_) => Err(ConfigErrors::Invalid(unknown)),

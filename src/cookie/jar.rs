@@ -139,7 +139,7 @@ impl Jar {
         ) {
             return Some(only.clone());
         }
-        let mut kept = String::new();
+        let mut kept: Vec<u8> = Vec::new();
         for (i, header) in self.raw.iter().enumerate() {
             let ours: Vec<Range<usize>> = self
                 .session
@@ -154,12 +154,13 @@ impl Jar {
                     continue;
                 }
                 if !kept.is_empty() {
-                    kept.push_str("; ");
+                    kept.extend_from_slice(b"; ");
                 }
-                kept.push_str(&String::from_utf8_lossy(&header.as_bytes()[pair]));
+                // The bytes as sent: a value that is not UTF-8 is forwarded unchanged.
+                kept.extend_from_slice(&header.as_bytes()[pair]);
             }
         }
-        HeaderValue::from_str(&kept).ok()
+        HeaderValue::from_bytes(&kept).ok()
     }
 }
 
@@ -259,6 +260,14 @@ mod tests {
         assert!(names().is_ours("__HOST-G"));
         assert!(names().is_ours("__Host-g-login-1234"));
         assert!(!names().is_ours("__Host-gg"));
+    }
+
+    #[test]
+    fn foreign_cookies_are_forwarded_byte_for_byte_even_when_not_utf8() {
+        let raw =
+            vec![HeaderValue::from_bytes(b"name=Jos\xe9; __Host-g=secret; b=\xc3\xa9").unwrap()];
+        let forwarded = Jar::from_values(raw, &names()).forward().unwrap();
+        assert_eq!(forwarded.as_bytes(), b"name=Jos\xe9; b=\xc3\xa9");
     }
 
     #[test]

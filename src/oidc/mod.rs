@@ -300,7 +300,8 @@ impl Oidc {
         }
     }
 
-    fn set_provider(&self, provider: Arc<Provider>) -> Option<Arc<Provider>> {
+    /// Makes `provider` the one every later request uses; returns the previous one.
+    pub(crate) fn set_provider(&self, provider: Arc<Provider>) -> Option<Arc<Provider>> {
         let mut slot = self
             .provider
             .write()

@@ -88,9 +88,20 @@ pub async fn fetch_discovery(
             status: answer.status.as_u16(),
         });
     }
+    let discovery = parse_discovery(issuer, &url, &answer.body)?;
+    Ok((discovery, super::net::freshness(&answer.headers)))
+}
+
+/// Reads a discovery document fetched from `url` and checks that it is the configured
+/// `issuer`'s (compared as strings, never normalised).
+pub(crate) fn parse_discovery(
+    issuer: &str,
+    url: &str,
+    body: &[u8],
+) -> Result<Discovery, DiscoveryError> {
     let doc: Map<String, Value> =
-        serde_json::from_slice(&answer.body).map_err(|e| DiscoveryError::NotJson {
-            url: url.clone(),
+        serde_json::from_slice(body).map_err(|e| DiscoveryError::NotJson {
+            url: url.to_owned(),
             detail: e.to_string(),
         })?;
     let discovery = Discovery::read(&doc)?;
@@ -100,7 +111,7 @@ pub async fn fetch_discovery(
             expected: issuer.to_owned(),
         });
     }
-    Ok((discovery, super::net::freshness(&answer.headers)))
+    Ok(discovery)
 }
 
 impl Discovery {

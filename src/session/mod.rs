@@ -4,7 +4,8 @@
 
 mod login;
 mod memory;
-mod record;
+#[doc(hidden)]
+pub mod record;
 mod redis;
 mod store;
 

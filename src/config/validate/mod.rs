@@ -326,6 +326,46 @@ auth = "required"
     }
 
     #[test]
+    fn a_route_prefix_outside_letters_digits_and_dash_dot_underscore_tilde_is_refused() {
+        for path in ["/a@b/", "/api:v1", "/%61pi/"] {
+            assert_eq!(
+                refused(&BASE.replace("\"/api/\"", &format!("{path:?}"))),
+                ["routes[0].path"],
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_config_that_does_not_parse_never_repeats_a_secret_value() {
+        let key = "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdefg";
+        let texts = [
+            // A key written as a string instead of a list: toml names the value it got.
+            format!("{BASE}\n[session]\nkeys = \"{key}\""),
+            // A syntax error on the secret's line: toml quotes the line.
+            BASE.replace(
+                "client_secret = \"s\"",
+                &format!("client_secret = \"{key}\" x"),
+            ),
+            BASE.replace(
+                "client_secret = \"s\"",
+                &format!("client_secret = 'a\"{key}' x"),
+            ),
+        ];
+        for text in texts {
+            let Err(e) = Config::from_toml(&text, &NoEnv) else {
+                panic!("accepted {text}");
+            };
+            let shown = e.to_string();
+            assert!(
+                shown.starts_with("config is not valid TOML: line "),
+                "{shown}"
+            );
+            assert!(!shown.contains(key), "{shown}");
+        }
+    }
+
+    #[test]
     fn tolerances_that_weaken_token_checks_are_capped() {
         assert_eq!(
             refused(&with("client_secret = \"s\"", "clock_skew = \"1d\"")),

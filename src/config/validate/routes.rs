@@ -7,7 +7,7 @@ use super::super::*;
 use super::server::csrf_header;
 use super::{Errors, MAX_NETWORK_TIMEOUT, is_loopback_host, static_site};
 use crate::csrf::CsrfPolicy;
-use crate::routes::{AuthMode, Route, RouteTable, RouteTarget, Upstream};
+use crate::routes::{AuthMode, Route, RouteTable, RouteTarget, Upstream, is_valid_prefix};
 
 pub(super) fn routes(
     files: &[RouteFile],
@@ -18,17 +18,11 @@ pub(super) fn routes(
     let mut routes = Vec::with_capacity(files.len());
     for (i, f) in files.iter().enumerate() {
         let key = format!("routes[{i}]");
-        let path_ok = f.path.starts_with('/')
-            && f.path
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && !b"\\%?#;".contains(&b))
-            && !f.path.split('/').any(|seg| seg == "." || seg == "..")
-            && !f.path.contains("//");
-        if !path_ok {
+        if !is_valid_prefix(&f.path) {
             errs.push(
                 format!("{key}.path"),
                 format!(
-                    "{:?} must be a plain absolute path prefix like \"/api/\"",
+                    "{:?} must be a plain absolute path prefix like \"/api/\": letters, digits, - . _ ~ and /",
                     f.path
                 ),
             );
