@@ -7,6 +7,7 @@ use crate::endpoints::CallbacksInFlight;
 use crate::oidc::Oidc;
 use crate::oidc::refresh::Flights;
 use crate::proxy::Forwarder;
+use crate::ratelimit::LoginLimits;
 use crate::session::{Sessions, Store, StoreError};
 
 /// Everything a request needs, shared by all connections.
@@ -20,6 +21,8 @@ pub struct App {
     pub cookie_names: CookieNames,
     /// Login callbacks being processed here, so one `state` is completed once.
     pub callbacks: CallbacksInFlight,
+    /// Per-client budgets for login starts and callbacks.
+    pub login_limits: LoginLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +53,7 @@ impl App {
             sessions,
             flights: Flights::default(),
             callbacks: CallbacksInFlight::default(),
+            login_limits: LoginLimits::new(config.auth.login_rate),
             config,
         })
     }

@@ -28,6 +28,10 @@ pub enum Error {
     MethodNotAllowed,
     #[error("request head larger than the limit")]
     HeadTooLarge,
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(u64),
+    #[error("too many requests from this client; retry in {0:?}")]
+    RateLimited(std::time::Duration),
     /// The `Host` is not ours; `Some` redirects a navigation to the public origin.
     #[error("request names a host that is not this application's")]
     WrongHost(Option<String>),
@@ -72,6 +76,16 @@ impl Error {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "header_too_large",
                 "request headers too large",
+            ),
+            Error::BodyTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "request body too large",
+            ),
+            Error::RateLimited(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many sign-in attempts, try again shortly",
             ),
             Error::WrongHost(Some(_)) => (
                 StatusCode::TEMPORARY_REDIRECT,
@@ -137,11 +151,14 @@ impl Error {
         } else {
             response::json(status, &json!({ "error": code, "message": message }))
         };
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            res.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("5"),
-            );
+        let retry_after = match self {
+            Error::RateLimited(wait) => Some(wait.as_secs().max(1)),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(5),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            res.headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
         }
         res
     }

@@ -12,6 +12,8 @@
 //! - [`pipeline`]: the per-request lifecycle and its context (`Ctx`)
 //! - [`endpoints`]: `/auth/login`, `/auth/callback`, `/auth/user`, `/auth/logout`, health
 //! - [`host`]: which `Host` a request may name (DNS rebinding)
+//! - [`forwarded`]: the client behind trusted proxies (`X-Forwarded-For`, `Forwarded`)
+//! - [`ratelimit`]: per-client budgets for login starts and callbacks
 //! - [`routes`]: route table, longest-prefix match, path safety
 //! - [`csrf`]: the anti-forgery check
 //! - [`redirect`]: `return_to` validation
@@ -32,12 +34,14 @@ pub mod cookie;
 pub mod csrf;
 pub mod endpoints;
 pub mod error;
+pub mod forwarded;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod host;
 pub mod oidc;
 pub mod pipeline;
 pub mod proxy;
+pub mod ratelimit;
 pub mod redirect;
 pub mod response;
 pub mod routes;

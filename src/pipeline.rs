@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use crate::app::App;
 use crate::cookie::Jar;
 use crate::error::Error;
+use crate::forwarded::{self, ClientInfo};
 use crate::host::{self, Verdict};
 use crate::proxy::headers::{self, Forwarding};
 use crate::response::Body;
@@ -39,6 +40,8 @@ pub struct Ctx<'a> {
     pub wants_html: bool,
     /// The request's cookies, taken out of its headers: ours are never forwarded.
     pub jar: Jar,
+    /// The client: the peer, or whom a trusted proxy says it forwarded for.
+    pub client: ClientInfo,
     /// Route prefix or endpoint name, for the log.
     pub route: &'a str,
     /// Whether a live session was found.
@@ -58,8 +61,10 @@ impl<'a> Ctx<'a> {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("text/html"));
         let head_bytes = head_size(req.method(), req.uri(), req.headers());
+        let client = forwarded::client(peer, req.headers(), &app.config.server.trusted_proxies);
         Ctx {
             peer,
+            client,
             started: Instant::now(),
             method: req.method().clone(),
             wants_html,
@@ -88,6 +93,7 @@ pub async fn handle(
     }
     tracing::info!(
         method = %ctx.method,
+        client = %ctx.client.ip,
         route = ctx.route,
         status = response.status().as_u16(),
         latency_us = u64::try_from(ctx.started.elapsed().as_micros()).unwrap_or(u64::MAX),
@@ -206,12 +212,19 @@ async fn forward(
             None => None,
         });
     }
-    let client_ip = ctx.peer.ip().to_string();
     let server = &app.config.server;
     let forwarding = Forwarding {
-        client_ip: &client_ip,
-        proto: server.public_origin.scheme(),
-        host: server.origin.split_once("://").map_or("", |(_, h)| h),
+        client_ip: &ctx.client.chain,
+        proto: ctx
+            .client
+            .proto
+            .as_deref()
+            .unwrap_or(server.public_origin.scheme()),
+        host: ctx
+            .client
+            .host
+            .as_deref()
+            .unwrap_or(server.origin.split_once("://").map_or("", |(_, h)| h)),
         upstream_authority: upstream.authority.as_str(),
         cookie: ctx.jar.forward(),
         authorization,

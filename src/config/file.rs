@@ -29,6 +29,10 @@ pub const DEFAULT_REFRESH_SKEW: &str = "60s";
 pub const REFRESH_LEASE_MARGIN: &str = "2s";
 pub const DEFAULT_IDLE_CONNECTION_TIMEOUT: &str = "60s";
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+pub const DEFAULT_LOGIN_RATE_LIMIT: u32 = 30;
+pub const DEFAULT_LOGIN_RATE_BURST: u32 = 10;
+/// Largest request body gatehouse's own endpoints accept.
+pub const MAX_ENDPOINT_BODY: u64 = 64 * 1024;
 pub const DEFAULT_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 pub const DEFAULT_ALGS: [&str; 3] = ["RS256", "PS256", "ES256"];
 pub const DEFAULT_POST_LOGOUT_REDIRECT_PARAM: &str = "post_logout_redirect_uri";
@@ -66,6 +70,8 @@ pub struct ServerFile {
     pub max_connections_per_ip: Option<usize>,
     /// Extra request headers to strip (names, or prefixes ending in `*`).
     pub strip_request_headers: Option<Vec<String>>,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` / `X-Forwarded-Proto` / `-Host` are believed.
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,6 +153,10 @@ pub struct SessionFile {
 
 pub struct AuthFile {
     pub prefix: Option<String>,
+    /// Login starts (and, separately, callbacks) per minute per client IP; 0 = no limit.
+    pub login_rate_limit: Option<u32>,
+    /// How many of those may come at once.
+    pub login_rate_burst: Option<u32>,
     pub csrf_header: Option<String>,
     pub csrf_value: Option<String>,
 }

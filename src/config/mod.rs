@@ -17,7 +17,7 @@ pub use env::{
     ENV_CLIENT_SECRET, ENV_REDIS_PASSWORD, ENV_REDIS_URL, ENV_SESSION_KEYS, EnvSource, NoEnv,
     ProcessEnv,
 };
-pub use file::FileConfig;
+pub use file::{FileConfig, MAX_ENDPOINT_BODY};
 
 use crate::cookie::{KeyRing, SameSite};
 use crate::csrf::CsrfPolicy;
@@ -59,6 +59,8 @@ pub struct ServerConfig {
     pub max_connections_per_ip: usize,
     /// Extra request headers never forwarded: exact lowercase names, or prefixes (`x-corp-*`).
     pub strip_request_headers: Vec<crate::proxy::headers::HeaderPattern>,
+    /// Peers believed about the client behind them (`X-Forwarded-For`, `Forwarded`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +183,9 @@ pub struct CsrfHeader {
 pub struct AuthConfig {
     /// Path prefix of gatehouse's own endpoints, default `/auth`.
     pub prefix: String,
+    /// Login starts and callbacks per minute per client IP (each counted on its own), and the
+    /// burst; `None` = no limit.
+    pub login_rate: Option<(std::num::NonZeroU32, std::num::NonZeroU32)>,
     /// Anti-forgery policy of `/auth/user` and `POST /auth/logout`; routes default to it.
     pub csrf: CsrfPolicy,
 }

@@ -24,7 +24,7 @@ use crate::pipeline::Ctx;
 use crate::response::{self, Body};
 
 /// Largest back-channel logout request body read.
-const MAX_LOGOUT_BODY: usize = 64 * 1024;
+const MAX_LOGOUT_BODY: usize = crate::config::MAX_ENDPOINT_BODY as usize;
 
 /// Constant-time equality for the logout handle.
 fn same_handle(a: &str, b: &str) -> bool {

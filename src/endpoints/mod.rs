@@ -15,9 +15,11 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use crate::app::App;
+use crate::config::MAX_ENDPOINT_BODY;
 use crate::csrf;
 use crate::error::Error;
 use crate::pipeline::Ctx;
+use crate::ratelimit::Budget;
 use crate::response::{self, Body};
 
 /// Answers the request if it is for one of our endpoints; otherwise hands it back.
@@ -41,6 +43,24 @@ pub async fn dispatch<'a>(
         },
     };
     ctx.route = name;
+    // Only the back-channel logout reads a body, and a small one.
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_ENDPOINT_BODY) {
+        return Err(Error::BodyTooLarge(MAX_ENDPOINT_BODY));
+    }
+    let budget = match name {
+        "login" => Some(Budget::LoginStart),
+        "callback" => Some(Budget::Callback),
+        _ => None,
+    };
+    if let Some(budget) = budget {
+        app.login_limits
+            .check(budget, ctx.client.ip)
+            .map_err(Error::RateLimited)?;
+    }
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
     let res = match name {
         "healthz" if get => response::json(StatusCode::OK, &json!({"status": "ok"})),

@@ -170,6 +170,7 @@ pub fn drop_our_set_cookies(headers: &mut HeaderMap, names: &CookieNames) {
 
 /// What gatehouse adds to a forwarded request.
 pub struct Forwarding<'a> {
+    /// `X-Forwarded-For`: the client and the trusted hops after it (see [`crate::forwarded`]).
     pub client_ip: &'a str,
     pub proto: &'a str,
     pub host: &'a str,

@@ -62,6 +62,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
     let discovery = tokio::spawn(discover(Arc::clone(&app)));
     let store = app.sessions.store.clone();
     tokio::spawn(async move { store.probe().await });
+    let limits = tokio::spawn(forget_quiet_clients(Arc::clone(&app)));
     let server = &app.config.server;
     let limit = Arc::new(Semaphore::new(server.max_connections));
     let per_ip = PerIp::new(server.max_connections_per_ip);
@@ -112,6 +113,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
     }
     drop(listener);
     discovery.abort();
+    limits.abort();
     tracing::info!("shutting down: finishing in-flight requests");
     let _ = stop.send(true);
     drop(alive);
@@ -187,6 +189,18 @@ async fn connection(
                 closing = true;
             }
         }
+    }
+}
+
+/// Drops the rate-limit state of clients that went quiet, every minute.
+async fn forget_quiet_clients(app: Arc<App>) {
+    if !app.login_limits.is_enabled() {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        app.login_limits.forget_quiet();
     }
 }
 

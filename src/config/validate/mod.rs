@@ -303,6 +303,27 @@ auth = "required"
     }
 
     #[test]
+    fn trusted_proxies_and_the_login_rate_limit_name_the_bad_entry() {
+        assert_eq!(
+            refused(&with(
+                "public_origin = \"https://app.example.com\"",
+                "trusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\", \"10.0.0.0/33\", \"lb.internal\"]"
+            )),
+            ["server.trusted_proxies[2]", "server.trusted_proxies[3]"]
+        );
+        assert_eq!(
+            refused(&format!("{BASE}\n[auth]\nlogin_rate_burst = 0")),
+            ["auth.login_rate_burst"]
+        );
+        let off =
+            Config::from_toml(&format!("{BASE}\n[auth]\nlogin_rate_limit = 0"), &NoEnv).unwrap();
+        assert!(off.auth.login_rate.is_none());
+        let default = Config::from_toml(BASE, &NoEnv).unwrap();
+        let (per_minute, burst) = default.auth.login_rate.unwrap();
+        assert_eq!((per_minute.get(), burst.get()), (30, 10));
+    }
+
+    #[test]
     fn allowed_hosts_and_strip_headers_name_the_bad_entry() {
         assert_eq!(
             refused(&with(

@@ -59,6 +59,25 @@ pub(super) fn server(f: &ServerFile, errs: &mut Errors) -> ServerConfig {
                 .ok()
         })
         .collect();
+    let trusted_proxies = f
+        .trusted_proxies
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, raw)| {
+            let parsed = raw
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            parsed
+                .map_err(|_| {
+                    errs.push(
+                        format!("server.trusted_proxies[{i}]"),
+                        format!("{raw:?} is not an IP address or CIDR range like \"10.0.0.0/8\""),
+                    )
+                })
+                .ok()
+        })
+        .collect();
     ServerConfig {
         listen,
         public_origin,
@@ -97,6 +116,7 @@ pub(super) fn server(f: &ServerFile, errs: &mut Errors) -> ServerConfig {
             .max_connections_per_ip
             .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_IP),
         strip_request_headers,
+        trusted_proxies,
     }
 }
 
@@ -197,8 +217,25 @@ pub(super) fn auth(f: &AuthFile, origin: &Url, errs: &mut Errors) -> AuthConfig 
         None,
         errs,
     );
+    let limit = f.login_rate_limit.unwrap_or(DEFAULT_LOGIN_RATE_LIMIT);
+    let burst = f.login_rate_burst.unwrap_or(DEFAULT_LOGIN_RATE_BURST);
+    let login_rate = match (
+        std::num::NonZeroU32::new(limit),
+        std::num::NonZeroU32::new(burst),
+    ) {
+        (None, _) => None,
+        (Some(l), Some(b)) => Some((l, b)),
+        (Some(_), None) => {
+            errs.push(
+                "auth.login_rate_burst",
+                "must be at least 1 (set auth.login_rate_limit = 0 for no limit)",
+            );
+            None
+        }
+    };
     AuthConfig {
         prefix,
+        login_rate,
         csrf: CsrfPolicy::new(csrf.name, csrf.value, origin),
     }
 }
