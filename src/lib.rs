@@ -8,6 +8,7 @@
 //! - [`config`]: TOML + environment → validated, typed `Config`
 //! - [`check`]: `gatehouse check --online`: the provider and the store as `run` would see them
 //! - [`server`]: accept loop, connection limits, graceful shutdown
+//! - [`admin`]: `gatehouse sessions` (count and end sessions in the Redis store)
 //! - [`app`]: the shared state every request borrows (`App`)
 //! - [`pipeline`]: the per-request lifecycle and its context (`Ctx`)
 //! - [`endpoints`]: `/auth/login`, `/auth/callback`, `/auth/user`, `/auth/logout`, health
@@ -27,6 +28,7 @@
 //! - [`secret`]: redacted secret strings; [`telemetry`]: logging setup
 //! - `fuzzing` (hidden): the bodies of the `fuzz/` targets, replayed by the tests
 
+pub mod admin;
 pub mod app;
 pub mod check;
 pub mod config;

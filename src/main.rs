@@ -43,6 +43,28 @@ enum Command {
     },
     /// Print a fresh random session key (base64 of 32 bytes).
     Keygen,
+    /// Count or end sessions in the configured Redis store (incident response).
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// How many sessions exist, or how many a subject has.
+    Count {
+        /// Only this subject's (the ID token's `sub`).
+        #[arg(long)]
+        sub: Option<String>,
+    },
+    /// End sessions now, on every instance, as a back-channel logout would.
+    End {
+        /// Every session of this subject.
+        #[arg(long, conflicts_with = "sid", required_unless_present = "sid")]
+        sub: Option<String>,
+        /// The sessions of this provider session (the ID token's `sid`).
+        #[arg(long)]
+        sid: Option<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -77,6 +99,30 @@ fn main() -> anyhow::Result<()> {
             }
             if report.has_errors() {
                 anyhow::bail!("{}: the online check found errors", cli.config.display());
+            }
+            Ok(())
+        }
+        Command::Sessions(command) => {
+            let config = Config::load(&cli.config, &ProcessEnv)?;
+            let action = match command {
+                SessionsCommand::Count { sub } => gatehouse::admin::Action::Count { sub },
+                SessionsCommand::End { sub: Some(sub), .. } => {
+                    gatehouse::admin::Action::EndBySub(sub)
+                }
+                SessionsCommand::End { sid: Some(sid), .. } => {
+                    gatehouse::admin::Action::EndBySid(sid)
+                }
+                SessionsCommand::End { .. } => anyhow::bail!("give --sub or --sid"),
+            };
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let line = runtime.block_on(gatehouse::admin::run(config, action))?;
+            #[expect(
+                clippy::print_stdout,
+                reason = "the sessions command reports to the operator"
+            )]
+            {
+                println!("{line}");
             }
             Ok(())
         }

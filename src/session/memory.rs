@@ -187,6 +187,18 @@ impl MemoryStore {
         Ok(())
     }
 
+    pub(super) fn index_members(&self, key: &str) -> Vec<String> {
+        self.side
+            .get(key)
+            .map(|e| {
+                String::from_utf8_lossy(&e.data)
+                    .lines()
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub(super) fn index_take(&self, key: &str) -> Vec<String> {
         self.side
             .remove(key)

@@ -291,6 +291,21 @@ impl Sessions {
             .await
     }
 
+    /// How many sessions exist: all of them, or those of `sub`.
+    pub async fn count(&self, sub: Option<&str>) -> Result<usize, StoreError> {
+        let Some(sub) = sub else {
+            return self.store.count_sessions(&self.prefix).await;
+        };
+        let index = record::store_key(&self.prefix, "sub:", sub.as_bytes());
+        let mut live = 0;
+        for key in self.store.index_members(&index).await? {
+            if self.store.get(&key).await?.is_some() {
+                live += 1;
+            }
+        }
+        Ok(live)
+    }
+
     /// Ends every session of the user `sub`.
     pub async fn end_by_sub(&self, sub: &str) -> Result<usize, StoreError> {
         self.end_indexed(&record::store_key(&self.prefix, "sub:", sub.as_bytes()))

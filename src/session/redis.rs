@@ -149,6 +149,10 @@ impl RedisStore {
             .await
     }
 
+    pub(super) async fn index_members(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        self.bounded(self.conn.clone().smembers(key)).await
+    }
+
     pub(super) async fn index_take(&self, key: &str) -> Result<Vec<String>, StoreError> {
         let invocation = self.index_take.key(key);
         let mut conn = self.conn.clone();
@@ -157,6 +161,68 @@ impl RedisStore {
     }
 
     /// `PING`; in a cluster, every master must answer.
+    /// Counts the keys matching `pattern` by `SCAN` (every master of a cluster). For the
+    /// `sessions` command only: nothing on a request path walks the keyspace.
+    pub(super) async fn count_keys(&self, pattern: &str) -> Result<usize, StoreError> {
+        match &self.conn {
+            Conn::Cluster(cluster) => {
+                let mut cluster = cluster.clone();
+                let nodes: String = self
+                    .bounded(redis::cmd("CLUSTER").arg("NODES").query_async(&mut cluster))
+                    .await?;
+                let mut total = 0;
+                for (host, port) in cluster_masters(&nodes) {
+                    let route = redis::cluster_routing::RoutingInfo::SingleNode(
+                        redis::cluster_routing::SingleNodeRoutingInfo::ByAddress { host, port },
+                    );
+                    let mut cursor = 0u64;
+                    loop {
+                        let mut scan = redis::cmd("SCAN");
+                        scan.arg(cursor)
+                            .arg("MATCH")
+                            .arg(pattern)
+                            .arg("COUNT")
+                            .arg(1000);
+                        let reply = self
+                            .bounded(cluster.route_command(scan, route.clone()))
+                            .await?;
+                        let (next, keys): (u64, Vec<String>) =
+                            redis::from_redis_value(reply).map_err(redis::RedisError::from)?;
+                        total += keys.len();
+                        cursor = next;
+                        if cursor == 0 {
+                            break;
+                        }
+                    }
+                }
+                Ok(total)
+            }
+            conn => {
+                let mut conn = conn.clone();
+                let mut cursor = 0u64;
+                let mut total = 0;
+                loop {
+                    let (next, keys): (u64, Vec<String>) = self
+                        .bounded(
+                            redis::cmd("SCAN")
+                                .arg(cursor)
+                                .arg("MATCH")
+                                .arg(pattern)
+                                .arg("COUNT")
+                                .arg(1000)
+                                .query_async(&mut conn),
+                        )
+                        .await?;
+                    total += keys.len();
+                    cursor = next;
+                    if cursor == 0 {
+                        return Ok(total);
+                    }
+                }
+            }
+        }
+    }
+
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         self.bounded(redis::cmd("PING").query_async::<redis::Value>(&mut conn))
@@ -195,6 +261,24 @@ impl RedisStore {
             Err(_) => Err(StoreError::Timeout(self.timeout)),
         }
     }
+}
+
+/// `(host, port)` of every healthy master in `CLUSTER NODES` output.
+fn cluster_masters(nodes: &str) -> Vec<(String, u16)> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let (_id, addr, flags) = (fields.next()?, fields.next()?, fields.next()?);
+            let flags: Vec<&str> = flags.split(',').collect();
+            if !flags.contains(&"master") || flags.iter().any(|f| f.starts_with("fail")) {
+                return None;
+            }
+            let addr = addr.split('@').next()?;
+            let (host, port) = addr.rsplit_once(':')?;
+            Some((host.trim_matches(['[', ']']).to_owned(), port.parse().ok()?))
+        })
+        .collect()
 }
 
 fn target(config: &RedisConfig) -> String {

@@ -130,6 +130,14 @@ impl Store {
         }
     }
 
+    /// The members of the set `key`, left in place.
+    pub async fn index_members(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.index_members(key)),
+            Store::Redis(r) => r.index_members(key).await,
+        }
+    }
+
     /// Removes the set `key` and returns its members.
     pub async fn index_take(&self, key: &str) -> Result<Vec<String>, StoreError> {
         match self {
@@ -149,6 +157,14 @@ impl Store {
                 error = %e,
                 "session store is not usable; /readyz stays not ready until it is"
             ),
+        }
+    }
+
+    /// Sessions stored under `prefix` (the `sessions` command; scans the keyspace).
+    pub async fn count_sessions(&self, prefix: &str) -> Result<usize, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(usize::try_from(m.len().0).unwrap_or(usize::MAX)),
+            Store::Redis(r) => r.count_keys(&format!("{prefix}s:*")).await,
         }
     }
 
