@@ -1,5 +1,8 @@
 //! The shared state every request borrows: the config, the provider client, the sessions,
-//! the upstream client and the refresh flights. Everything else points down to this module.
+//! the upstream clients, the refresh flights and the open WebSockets. Everything else points
+//! down to this module.
+
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::cookie::CookieNames;
@@ -8,6 +11,7 @@ use crate::oidc::Oidc;
 use crate::oidc::refresh::Flights;
 use crate::proxy::Forwarder;
 use crate::session::{Sessions, Store, StoreError};
+use crate::websocket::Sockets;
 
 /// Everything a request needs, shared by all connections.
 pub struct App {
@@ -20,6 +24,8 @@ pub struct App {
     pub cookie_names: CookieNames,
     /// Login callbacks being processed here, so one `state` is completed once.
     pub callbacks: CallbacksInFlight,
+    /// The WebSockets open on this instance; told of every session that ends here.
+    pub sockets: Arc<Sockets>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +46,8 @@ impl App {
             crate::cookie::KeyRing::new(Vec::new()),
         );
         let sessions = Sessions::new(&config.session, store, keys);
+        let sockets = Arc::new(Sockets::new(config.server.max_websockets));
+        sessions.observe_ends(Arc::clone(&sockets) as _);
         Ok(App {
             oidc: Oidc::new(&config.oidc)?,
             forwarder: Forwarder::new(
@@ -50,6 +58,7 @@ impl App {
             sessions,
             flights: Flights::default(),
             callbacks: CallbacksInFlight::default(),
+            sockets,
             config,
         })
     }

@@ -3,7 +3,8 @@
 //! calls with `Authorization: Bearer`.
 //!
 //! A request's path: [`server`] → [`pipeline`] → [`endpoints`] or [`routes`] → [`csrf`] →
-//! [`session`] → [`oidc::refresh`] → [`proxy`] (or, on static routes, [`static_files`]).
+//! [`session`] → [`oidc::refresh`] → [`proxy`] (or, on static routes, [`static_files`]; for
+//! a WebSocket handshake, [`websocket`] after the session).
 //!
 //! - [`config`]: TOML + environment → validated, typed `Config`
 //! - [`server`]: accept loop, connection limits, graceful shutdown
@@ -17,7 +18,8 @@
 //! - [`session`]: session records, login transactions, Redis and memory stores
 //! - [`cookie`]: the request's cookie jar, cookie attributes, AES-GCM sealing with a key ring
 //! - [`oidc`]: discovery, JWKS, login, callback, ID token validation, refresh, revocation
-//! - [`proxy`]: forwarding and header hygiene
+//! - [`proxy`]: forwarding (HTTP/1.1, HTTP/2, h2c), streaming bodies, header hygiene
+//! - [`websocket`]: WebSocket handshakes, the byte relay, closing a session's sockets
 //! - [`static_files`]: static routes, serving an SPA's files with its fallback and caching
 //! - [`error`]: the one place errors become responses; [`response`]: response builders
 //! - [`secret`]: redacted secret strings; [`telemetry`]: logging setup
@@ -40,3 +42,4 @@ pub mod server;
 pub mod session;
 pub mod static_files;
 pub mod telemetry;
+pub mod websocket;

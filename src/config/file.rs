@@ -27,6 +27,9 @@ pub const DEFAULT_REFRESH_SKEW: &str = "60s";
 pub const REFRESH_LEASE_MARGIN: &str = "2s";
 pub const DEFAULT_IDLE_CONNECTION_TIMEOUT: &str = "60s";
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+pub const DEFAULT_MAX_WEBSOCKETS: usize = 10_000;
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: &str = "5m";
+pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: &str = "5m";
 pub const DEFAULT_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 pub const DEFAULT_ALGS: [&str; 3] = ["RS256", "PS256", "ES256"];
 
@@ -61,6 +64,8 @@ pub struct ServerFile {
     pub max_connections_per_ip: Option<usize>,
     /// Extra request headers to strip (names, or prefixes ending in `*`).
     pub strip_request_headers: Option<Vec<String>>,
+    /// Most WebSockets relayed at once; more handshakes get 503.
+    pub max_websockets: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,4 +142,10 @@ pub struct RouteFile {
     pub timeout: Option<String>,
     /// Allows `http://` to a non-loopback host on a token route (a mesh encrypts the hop).
     pub allow_plain_http: Option<bool>,
+    /// A streamed exchange ends when neither body moved for this long.
+    pub stream_idle_timeout: Option<String>,
+    /// A relayed WebSocket is closed when no byte went either way for this long.
+    pub websocket_idle_timeout: Option<String>,
+    /// Speak HTTP/2 only to the upstream: h2c with prior knowledge on `http://` (gRPC).
+    pub upstream_http2: Option<bool>,
 }

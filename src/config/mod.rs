@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub max_connections_per_ip: usize,
     /// Extra request headers never forwarded: exact lowercase names, or prefixes (`x-corp-*`).
     pub strip_request_headers: Vec<crate::proxy::headers::HeaderPattern>,
+    /// Most WebSockets relayed at once by this instance.
+    pub max_websockets: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -41,6 +41,9 @@ pub(super) fn site(
     for (name, set) in [
         ("timeout", f.timeout.is_some()),
         ("allow_plain_http", f.allow_plain_http.is_some()),
+        ("stream_idle_timeout", f.stream_idle_timeout.is_some()),
+        ("websocket_idle_timeout", f.websocket_idle_timeout.is_some()),
+        ("upstream_http2", f.upstream_http2.is_some()),
         ("csrf_header", f.csrf_header.is_some()),
         ("csrf_value", f.csrf_value.is_some()),
     ] {
