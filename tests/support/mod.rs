@@ -10,6 +10,7 @@
 
 pub mod provider;
 pub mod upstream;
+pub mod ws_upstream;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
