@@ -301,6 +301,17 @@ auth = "none"
                 "routes[0].csrf_header"
             ]
         );
+        assert_eq!(
+            refused(
+                path,
+                "stream_idle_timeout = \"1m\"\nwebsocket_idle_timeout = \"1m\"\nupstream_http2 = true"
+            ),
+            [
+                "routes[0].stream_idle_timeout",
+                "routes[0].websocket_idle_timeout",
+                "routes[0].upstream_http2"
+            ]
+        );
         let text = r#"
 [server]
 public_origin = "https://app.example.com"
