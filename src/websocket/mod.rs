@@ -1,5 +1,5 @@
 //! WebSockets through gatehouse, on every upstream route: the handshake ([`handshake`]), the
-//! byte relay ([`relay`]) and the registry that closes the sockets of a session that ends
+//! byte relay (`relay.rs`) and the registry that closes the sockets of a session that ends
 //! ([`registry`]).
 //!
 //! Rules:
