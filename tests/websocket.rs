@@ -703,3 +703,46 @@ async fn plain_http2_connect_is_still_refused_with_405() {
         .unwrap();
     assert_eq!(sender.send_request(req).await.unwrap().status(), 405);
 }
+
+#[tokio::test]
+async fn an_open_websocket_still_counts_as_its_clients_connection() {
+    let stack = WsStack::with(
+        ProviderOptions::default(),
+        "",
+        "",
+        "max_connections_per_ip = 1",
+    )
+    .await;
+    let probe = || async {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+            .get(stack.gh.url("/healthz"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    };
+    // The readiness probe's connection may take a moment to be let go.
+    let mut ws = None;
+    for _ in 0..50 {
+        let tcp = TcpStream::connect(stack.gh.addr).await.unwrap();
+        let url = format!("ws://{}/public", stack.gh.addr);
+        if let Ok((socket, _)) = tokio_tungstenite::client_async(url, tcp).await {
+            ws = Some(socket);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut ws = ws.expect("a socket once the probe's connection is gone");
+    echo(&mut ws, "holding the only slot").await;
+    assert!(
+        probe().await.is_err(),
+        "the upgraded socket holds the IP's one connection"
+    );
+    ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
+    drop(ws);
+    assert!(no_sockets_left(&stack.gh).await);
+    assert_eq!(probe().await.ok(), Some(200), "its slot is free again");
+}
