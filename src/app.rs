@@ -1,5 +1,8 @@
 //! The shared state every request borrows: the config, the provider client, the sessions,
-//! the upstream client and the refresh flights. Everything else points down to this module.
+//! the upstream clients, the refresh flights and the open WebSockets. Everything else points
+//! down to this module.
+
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::cookie::CookieNames;
@@ -9,6 +12,7 @@ use crate::oidc::refresh::Flights;
 use crate::proxy::Forwarder;
 use crate::ratelimit::LoginLimits;
 use crate::session::{Sessions, Store, StoreError};
+use crate::websocket::Sockets;
 
 /// Everything a request needs, shared by all connections.
 pub struct App {
@@ -23,6 +27,8 @@ pub struct App {
     pub callbacks: CallbacksInFlight,
     /// Per-client budgets for login starts and callbacks.
     pub login_limits: LoginLimits,
+    /// The WebSockets open on this instance; told of every session that ends here.
+    pub sockets: Arc<Sockets>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +49,8 @@ impl App {
             crate::cookie::KeyRing::new(Vec::new()),
         );
         let sessions = Sessions::new(&config.session, store, keys);
+        let sockets = Arc::new(Sockets::new(config.server.max_websockets));
+        sessions.observe_ends(Arc::clone(&sockets) as _);
         Ok(App {
             oidc: Oidc::new(&config.oidc)?,
             forwarder: Forwarder::new(
@@ -54,6 +62,7 @@ impl App {
             flights: Flights::default(),
             callbacks: CallbacksInFlight::default(),
             login_limits: LoginLimits::new(config.auth.login_rate),
+            sockets,
             config,
         })
     }

@@ -13,6 +13,7 @@ use crate::oidc::OidcError;
 use crate::response::{self, Body};
 use crate::session::StoreError;
 use crate::static_files::StaticError;
+use crate::websocket::WebSocketError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -49,6 +50,8 @@ pub enum Error {
     UpstreamTimeout { upstream: String, seconds: u64 },
     #[error(transparent)]
     Static(#[from] StaticError),
+    #[error(transparent)]
+    WebSocket(#[from] WebSocketError),
 }
 
 impl Error {
@@ -104,6 +107,7 @@ impl Error {
             ),
             Error::Oidc(e) => e.parts(),
             Error::Static(e) => e.parts(),
+            Error::WebSocket(e) => e.parts(),
             Error::RefreshUnavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "provider_unavailable",

@@ -3,7 +3,8 @@
 //! calls with `Authorization: Bearer`.
 //!
 //! A request's path: [`server`] → [`pipeline`] → [`endpoints`] or [`routes`] → [`csrf`] →
-//! [`session`] → [`oidc::refresh`] → [`proxy`] (or, on static routes, [`static_files`]).
+//! [`session`] → [`oidc::refresh`] → [`proxy`] (or, on static routes, [`static_files`]; for
+//! a WebSocket handshake, [`websocket`] after the session).
 //!
 //! - [`config`]: TOML + environment → validated, typed `Config`
 //! - [`check`]: `gatehouse check --online`: the provider and the store as `run` would see them
@@ -22,7 +23,8 @@
 //! - [`cookie`]: the request's cookie jar, cookie attributes, AES-GCM sealing with a key ring
 //! - [`oidc`]: discovery, signing keys and their refresh, login, callback, token endpoint,
 //!   ID token validation, refresh, revocation, back-channel logout
-//! - [`proxy`]: forwarding and header hygiene
+//! - [`proxy`]: forwarding (HTTP/1.1, HTTP/2, h2c), streaming bodies, header hygiene
+//! - [`websocket`]: WebSocket handshakes, the byte relay, closing a session's sockets
 //! - [`static_files`]: static routes, serving an SPA's files with its fallback and caching
 //! - [`error`]: the one place errors become responses; [`response`]: response builders
 //! - [`secret`]: redacted secret strings; [`telemetry`]: logging setup
@@ -52,3 +54,4 @@ pub mod server;
 pub mod session;
 pub mod static_files;
 pub mod telemetry;
+pub mod websocket;

@@ -2,7 +2,9 @@
 //! what no route may see (method, head size, host, path) → pick the endpoint or route →
 //! anti-forgery check → load the session → refresh → rewrite the request → forward →
 //! rewrite the response → log. Static routes take their own phase after the route is
-//! picked: method → fetch-site check → session → file.
+//! picked: method → fetch-site check → session → file. WebSocket handshakes on upstream
+//! routes take theirs: handshake check → Origin rule → session → refresh → cap → rewrite
+//! the request → the upstream's handshake → relay.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,7 +23,10 @@ use crate::host::{self, Verdict};
 use crate::proxy::headers::{self, Forwarding};
 use crate::response::Body;
 use crate::routes::{AuthMode, Route, RouteTarget, Upstream, is_routable_path};
+use crate::server::ConnHandle;
+use crate::session::Loaded;
 use crate::static_files::{self, StaticSite};
+use crate::websocket::{self, WebSocketError};
 use crate::{csrf, endpoints};
 
 /// Largest request head accepted: the request line and header lines as HTTP/1.1 writes them
@@ -137,8 +142,13 @@ async fn dispatch<'a>(
         .find(req.uri().path())
         .ok_or(Error::NoRoute)?;
     ctx.route = &route.prefix;
+    let websocket = websocket::is_websocket(&req);
     match &route.target {
+        RouteTarget::Upstream(upstream) if websocket => {
+            upgrade(app, route, upstream, req, ctx).await
+        }
         RouteTarget::Upstream(upstream) => forward(app, route, upstream, req, ctx).await,
+        RouteTarget::Static(_) if websocket => Err(WebSocketError::StaticRoute.into()),
         RouteTarget::Static(site) => serve_static(app, route, site, req, ctx).await,
     }
 }
@@ -146,7 +156,10 @@ async fn dispatch<'a>(
 /// The checks every request passes before any endpoint or route sees it.
 fn refuse_unroutable(app: &App, req: &Request<Incoming>, ctx: &Ctx<'_>) -> Result<(), Error> {
     // TRACE echoes the request (cookies included) back; CONNECT would tunnel anywhere.
-    if matches!(*req.method(), Method::TRACE | Method::CONNECT) {
+    // Only an HTTP/2 extended CONNECT for a WebSocket (RFC 8441) is not a tunnel.
+    let tunnel =
+        *req.method() == Method::CONNECT && !websocket::handshake::is_extended_connect(req);
+    if *req.method() == Method::TRACE || tunnel {
         return Err(Error::MethodNotAllowed);
     }
     if ctx.head_bytes > MAX_HEAD_BYTES || req.headers().len() > MAX_HEADERS {
@@ -187,7 +200,7 @@ fn head_size(method: &Method, uri: &http::Uri, headers: &HeaderMap) -> usize {
     line + fields + 2
 }
 
-/// The proxy path: authenticate, attach the token, forward.
+/// The proxy path: anti-forgery check, authenticate, attach the token, forward.
 async fn forward(
     app: &Arc<App>,
     route: &Route,
@@ -198,23 +211,89 @@ async fn forward(
     let mut authorization = None;
     if route.auth != AuthMode::None {
         csrf::verify(req.headers(), &route.csrf)?;
-        let loaded = match app.sessions.cookie_secret(&ctx.jar) {
-            Some(secret) => app.sessions.load(secret, true).await?,
-            None => None,
-        };
-        ctx.session = loaded.is_some();
-        authorization = Some(match loaded {
-            Some(mut loaded) => {
-                let token = crate::oidc::refresh::ensure_fresh(app, &mut loaded).await?;
-                Some(bearer(token.expose())?)
-            }
-            None if route.auth == AuthMode::Required => return Err(Error::Unauthenticated),
-            None => None,
-        });
+        authorization = Some(authenticate(app, route, ctx).await?.1);
     }
+    headers::prepare_request(
+        req.headers_mut(),
+        forwarding(app, upstream, ctx, authorization),
+    );
+    let mut res = app.forwarder.forward(req, route, upstream).await?;
+    headers::drop_our_set_cookies(res.headers_mut(), &app.cookie_names);
+    Ok(res)
+}
+
+/// The WebSocket path: the Origin rule instead of the anti-forgery header, then the same
+/// session, refresh and hygiene as [`forward`]; then the socket's place under the cap, the
+/// upstream's handshake and the relay. Rules in [`websocket`].
+async fn upgrade(
+    app: &Arc<App>,
+    route: &Route,
+    upstream: &Upstream,
+    mut req: Request<Incoming>,
+    ctx: &mut Ctx<'_>,
+) -> Result<Response<Body>, Error> {
+    let handshake = websocket::Handshake::read(&req)?;
+    let mut session = None;
+    let mut authorization = None;
+    if route.auth != AuthMode::None {
+        websocket::verify_origin(req.headers(), &route.csrf)?;
+        let (loaded, bearer) = authenticate(app, route, ctx).await?;
+        session = loaded;
+        authorization = Some(bearer);
+    }
+    let registered = app
+        .sockets
+        .register(session.as_ref().map(|l| l.key.as_str()))
+        .map_err(|_| WebSocketError::TooMany(app.config.server.max_websockets))?;
+    let hold = req
+        .extensions_mut()
+        .remove::<ConnHandle>()
+        .map(|h| h.hold());
+    headers::prepare_request(
+        req.headers_mut(),
+        forwarding(app, upstream, ctx, authorization),
+    );
+    let opening = websocket::Opening {
+        handshake,
+        registered,
+        session,
+        hold,
+    };
+    websocket::open(app, route, upstream, req, opening).await
+}
+
+/// Loads the session and makes its token fresh: the session (if any) and the
+/// `Authorization` to send. No session on a `required` route is 401.
+async fn authenticate(
+    app: &Arc<App>,
+    route: &Route,
+    ctx: &mut Ctx<'_>,
+) -> Result<(Option<Loaded>, Option<HeaderValue>), Error> {
+    let loaded = match app.sessions.cookie_secret(&ctx.jar) {
+        Some(secret) => app.sessions.load(secret, true).await?,
+        None => None,
+    };
+    ctx.session = loaded.is_some();
+    match loaded {
+        Some(mut loaded) => {
+            let token = crate::oidc::refresh::ensure_fresh(app, &mut loaded).await?;
+            Ok((Some(loaded), Some(bearer(token.expose())?)))
+        }
+        None if route.auth == AuthMode::Required => Err(Error::Unauthenticated),
+        None => Ok((None, None)),
+    }
+}
+
+/// What gatehouse tells the upstream about the request (see [`headers::prepare_request`]).
+fn forwarding<'a>(
+    app: &'a App,
+    upstream: &'a Upstream,
+    ctx: &'a Ctx<'_>,
+    authorization: Option<Option<HeaderValue>>,
+) -> Forwarding<'a> {
     let server = &app.config.server;
-    let forwarding = Forwarding {
-        client_ip: &ctx.client.chain,
+    Forwarding {
+        client_ip: ctx.client.chain.clone(),
         proto: ctx
             .client
             .proto
@@ -229,11 +308,7 @@ async fn forward(
         cookie: ctx.jar.forward(),
         authorization,
         strip: &server.strip_request_headers,
-    };
-    headers::prepare_request(req.headers_mut(), forwarding);
-    let mut res = app.forwarder.forward(req, route, upstream).await?;
-    headers::drop_our_set_cookies(res.headers_mut(), &app.cookie_names);
-    Ok(res)
+    }
 }
 
 /// The static path: GET and HEAD only; on `required` no anti-forgery header (a navigation

@@ -9,7 +9,10 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 /// A streamed upstream body, one gatehouse wrote, or a file of a static route.
-pub type Body = Either<Incoming, Either<Full<Bytes>, FileBody>>;
+pub type Body = Either<Streamed, Either<Full<Bytes>, FileBody>>;
+
+/// An upstream's body, passed on frame by frame (see [`crate::proxy::stream`]).
+pub type Streamed = crate::proxy::stream::Watched<Incoming>;
 
 /// A file streamed by a static route.
 pub type FileBody = tower_http::services::fs::ServeFileSystemResponseBody;

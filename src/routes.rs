@@ -81,8 +81,15 @@ pub struct Route {
     pub target: RouteTarget,
     pub auth: AuthMode,
     pub csrf: CsrfPolicy,
-    /// Time allowed for the upstream's response headers.
+    /// Time allowed for the upstream's response headers (or its answer to a WebSocket
+    /// handshake); bodies are bounded by `stream_idle_timeout` only.
     pub timeout: Duration,
+    /// A streamed exchange ends when neither body moved for this long.
+    pub stream_idle_timeout: Duration,
+    /// A relayed WebSocket is closed when no byte went either way for this long.
+    pub websocket_idle_timeout: Duration,
+    /// Speak HTTP/2 only to the upstream (prior knowledge on `http://`: h2c, gRPC).
+    pub upstream_http2: bool,
 }
 
 impl Route {
@@ -192,6 +199,9 @@ mod tests {
                 &url::Url::parse("http://127.0.0.1").unwrap(),
             ),
             timeout: Duration::from_secs(1),
+            stream_idle_timeout: Duration::from_secs(1),
+            websocket_idle_timeout: Duration::from_secs(1),
+            upstream_http2: false,
         }
     }
 

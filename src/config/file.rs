@@ -33,6 +33,9 @@ pub const DEFAULT_LOGIN_RATE_LIMIT: u32 = 30;
 pub const DEFAULT_LOGIN_RATE_BURST: u32 = 10;
 /// Largest request body gatehouse's own endpoints accept.
 pub const MAX_ENDPOINT_BODY: u64 = 64 * 1024;
+pub const DEFAULT_MAX_WEBSOCKETS: usize = 10_000;
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: &str = "5m";
+pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: &str = "5m";
 pub const DEFAULT_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 pub const DEFAULT_ALGS: [&str; 3] = ["RS256", "PS256", "ES256"];
 pub const DEFAULT_POST_LOGOUT_REDIRECT_PARAM: &str = "post_logout_redirect_uri";
@@ -72,6 +75,8 @@ pub struct ServerFile {
     pub strip_request_headers: Option<Vec<String>>,
     /// Peers whose `X-Forwarded-For` / `Forwarded` / `X-Forwarded-Proto` / `-Host` are believed.
     pub trusted_proxies: Option<Vec<String>>,
+    /// Most WebSockets relayed at once; more handshakes get 503.
+    pub max_websockets: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,4 +188,10 @@ pub struct RouteFile {
     pub timeout: Option<String>,
     /// Allows `http://` to a non-loopback host on a token route (a mesh encrypts the hop).
     pub allow_plain_http: Option<bool>,
+    /// A streamed exchange ends when neither body moved for this long.
+    pub stream_idle_timeout: Option<String>,
+    /// A relayed WebSocket is closed when no byte went either way for this long.
+    pub websocket_idle_timeout: Option<String>,
+    /// Speak HTTP/2 only to the upstream: h2c with prior knowledge on `http://` (gRPC).
+    pub upstream_http2: Option<bool>,
 }

@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub strip_request_headers: Vec<crate::proxy::headers::HeaderPattern>,
     /// Peers believed about the client behind them (`X-Forwarded-For`, `Forwarded`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Most WebSockets relayed at once by this instance.
+    pub max_websockets: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -82,6 +82,9 @@ pub fn table(prefixes: &[&str]) -> RouteTable {
                 &origin,
             ),
             timeout: Duration::from_secs(1),
+            stream_idle_timeout: Duration::from_secs(1),
+            websocket_idle_timeout: Duration::from_secs(1),
+            upstream_http2: false,
         });
     }
     RouteTable::new(routes)

@@ -10,20 +10,21 @@
 //! 3. Gatehouse's own cookies never reach an upstream; other cookies pass. An upstream's
 //!    `Set-Cookie` for one of our cookie names never reaches the browser.
 //! 4. On token routes a client-sent `Authorization` is always removed; only gatehouse sets it.
+//! 5. `TE: trailers` survives as the one `TE` value forwarded (gRPC needs it, and a client
+//!    that accepts trailers gets them); `Trailer` is end to end and passes both ways.
 
-use http::header::{AUTHORIZATION, CONNECTION, COOKIE, HOST, SET_COOKIE};
+use http::header::{AUTHORIZATION, CONNECTION, COOKIE, HOST, SET_COOKIE, TE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::cookie::CookieNames;
 
-const HOP_BY_HOP: [&str; 9] = [
+const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "proxy-authenticate",
     "proxy-authorization",
     "te",
-    "trailer",
     "transfer-encoding",
     "upgrade",
 ];
@@ -171,7 +172,7 @@ pub fn drop_our_set_cookies(headers: &mut HeaderMap, names: &CookieNames) {
 /// What gatehouse adds to a forwarded request.
 pub struct Forwarding<'a> {
     /// `X-Forwarded-For`: the client and the trusted hops after it (see [`crate::forwarded`]).
-    pub client_ip: &'a str,
+    pub client_ip: String,
     pub proto: &'a str,
     pub host: &'a str,
     pub upstream_authority: &'a str,
@@ -184,8 +185,28 @@ pub struct Forwarding<'a> {
     pub strip: &'a [HeaderPattern],
 }
 
+/// Whether the request's `TE` lists `trailers`.
+fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .eq_ignore_ascii_case("trailers")
+        })
+}
+
 pub fn prepare_request(headers: &mut HeaderMap, f: Forwarding<'_>) {
+    let trailers = accepts_trailers(headers);
     strip_hop_by_hop(headers);
+    if trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
     let spoofed: Vec<HeaderName> = headers
         .keys()
         .filter(|n| is_spoofable(n, f.strip))
@@ -209,7 +230,7 @@ pub fn prepare_request(headers: &mut HeaderMap, f: Forwarding<'_>) {
         }
     }
     for (name, value) in [
-        ("x-forwarded-for", f.client_ip),
+        ("x-forwarded-for", f.client_ip.as_str()),
         ("x-forwarded-proto", f.proto),
         ("x-forwarded-host", f.host),
         ("host", f.upstream_authority),
@@ -233,7 +254,7 @@ mod tests {
 
     fn forwarding(auth: Option<Option<HeaderValue>>) -> Forwarding<'static> {
         Forwarding {
-            client_ip: "192.0.2.1",
+            client_ip: "192.0.2.1".into(),
             proto: "https",
             host: "app.example",
             upstream_authority: "10.0.0.1:9000",
@@ -285,6 +306,20 @@ mod tests {
         h.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
+    }
+
+    #[test]
+    fn te_trailers_is_the_only_te_forwarded_and_trailer_passes() {
+        let mut h = HeaderMap::new();
+        h.insert(TE, HeaderValue::from_static("gzip, Trailers"));
+        h.insert("trailer", HeaderValue::from_static("grpc-status"));
+        prepare_request(&mut h, forwarding(None));
+        assert_eq!(h[TE], "trailers");
+        assert_eq!(h["trailer"], "grpc-status");
+        let mut h = HeaderMap::new();
+        h.insert(TE, HeaderValue::from_static("gzip"));
+        prepare_request(&mut h, forwarding(None));
+        assert!(h.get(TE).is_none());
     }
 
     #[test]

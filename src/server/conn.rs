@@ -1,5 +1,6 @@
 //! One connection's bookkeeping: requests in flight (to close idle connections, HTTP/2 pings
-//! or not), the per-client-IP cap, and the response body that reports when it is done.
+//! or not), the per-client-IP cap, the response body that reports when it is done, and what
+//! a WebSocket upgraded from the connection holds so that it stays counted.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -9,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 
 use bytes::Bytes;
@@ -114,6 +116,53 @@ impl HttpBody for Tracked {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// What keeps a connection counted: its place under `server.max_connections`, its per-IP
+/// slot, and the sender that graceful shutdown waits on. Held by the connection's task and by
+/// every WebSocket upgraded from it, so an upgraded socket is still a connection.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _ip: IpSlot,
+    _alive: mpsc::Sender<()>,
+}
+
+impl Slot {
+    pub fn new(permit: OwnedSemaphorePermit, ip: IpSlot, alive: mpsc::Sender<()>) -> Arc<Slot> {
+        Arc::new(Slot {
+            _permit: permit,
+            _ip: ip,
+            _alive: alive,
+        })
+    }
+}
+
+/// Put into the extensions of a request that may upgrade, so that the socket it becomes can
+/// hold its connection (see [`ConnHandle::hold`]).
+#[derive(Clone)]
+pub struct ConnHandle {
+    slot: Arc<Slot>,
+    activity: Arc<Activity>,
+}
+
+impl ConnHandle {
+    pub fn new(slot: Arc<Slot>, activity: Arc<Activity>) -> ConnHandle {
+        ConnHandle { slot, activity }
+    }
+
+    /// Keeps the connection counted and busy (never idle-closed) until the hold drops.
+    pub fn hold(&self) -> ConnHold {
+        ConnHold {
+            _slot: Arc::clone(&self.slot),
+            _busy: self.activity.begin(),
+        }
+    }
+}
+
+/// A WebSocket's hold on the connection it came from.
+pub struct ConnHold {
+    _slot: Arc<Slot>,
+    _busy: InFlight,
 }
 
 /// Open connections per client IP.

@@ -1,6 +1,7 @@
-//! The accept loop: HTTP/1.1 and HTTP/2 on one listener, connection limits (total and per
-//! client IP), header-read and idle timeouts, and graceful shutdown that lets in-flight
-//! requests finish.
+//! The accept loop: HTTP/1.1 and HTTP/2 on one listener (with upgrades: HTTP/1.1 `Upgrade`
+//! and HTTP/2 extended CONNECT for WebSockets), connection limits (total and per client IP),
+//! header-read and idle timeouts, and graceful shutdown that lets in-flight requests finish
+//! and closes open WebSockets with a close frame.
 
 mod conn;
 
@@ -18,7 +19,9 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::app::{App, StartError};
 use crate::config::Config;
 use crate::pipeline::{self, MAX_HEAD_BYTES, MAX_HEADERS};
-use conn::{Activity, PerIp, Tracked};
+use crate::websocket::{self, Close};
+use conn::{Activity, PerIp, Slot, Tracked};
+pub use conn::{ConnHandle, ConnHold};
 
 const MAX_H2_STREAMS: u32 = 256;
 /// HTTP/2 pings: a peer that stops answering is dropped after twice this.
@@ -107,14 +110,18 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
             stopping.clone(),
         );
         tokio::spawn(async move {
-            connection(app, &builder, stream, peer, stopping).await;
-            drop((permit, ip_slot, alive));
+            let slot = Slot::new(permit, ip_slot, alive);
+            connection(app, &builder, stream, peer, stopping, slot).await;
         });
     }
     drop(listener);
     discovery.abort();
     limits.abort();
-    tracing::info!("shutting down: finishing in-flight requests");
+    tracing::info!(
+        websockets = app.sockets.len(),
+        "shutting down: finishing in-flight requests, closing WebSockets"
+    );
+    app.sockets.close_all(Close::Shutdown);
     let _ = stop.send(true);
     drop(alive);
     tokio::select! {
@@ -138,6 +145,8 @@ fn builder(app: &App) -> auto::Builder<TokioExecutor> {
         .keep_alive_interval(H2_KEEP_ALIVE)
         .keep_alive_timeout(H2_KEEP_ALIVE)
         .max_concurrent_streams(MAX_H2_STREAMS)
+        // RFC 8441: WebSockets over HTTP/2 (extended CONNECT with `:protocol = websocket`).
+        .enable_connect_protocol()
         .max_header_list_size(u32::try_from(MAX_HEAD_BYTES * 2).unwrap_or(u32::MAX));
     builder
 }
@@ -150,6 +159,7 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     mut stopping: watch::Receiver<bool>,
+    slot: Arc<Slot>,
 ) {
     // A connection that never says which protocol it speaks would hold its slot forever.
     if !protocol_sniffed(&stream, app.config.server.header_read_timeout).await {
@@ -159,8 +169,12 @@ async fn connection(
     let activity = Activity::new();
     let service = {
         let activity = Arc::clone(&activity);
-        service_fn(move |req| {
+        let handle = ConnHandle::new(slot, Arc::clone(&activity));
+        service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             let in_flight = activity.begin();
+            if websocket::may_upgrade(&req) {
+                req.extensions_mut().insert(handle.clone());
+            }
             let app = Arc::clone(&app);
             async move {
                 let res = pipeline::handle(app, peer, req).await?;
@@ -168,7 +182,7 @@ async fn connection(
             }
         })
     };
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let mut closing = false;
     loop {

@@ -14,6 +14,7 @@ pub use memory::MemoryStore;
 pub use record::{CookieSecret, RefreshClaim, Session, Tokens, now, now_ms, random_token};
 pub use store::{Store, StoreError};
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::config::SessionConfig;
@@ -69,6 +70,13 @@ pub enum TokenWrite {
     Lost,
 }
 
+/// Told of every session that ends on this instance (logout, back-channel logout, expiry
+/// found on load, a refresh the provider refused), by its store key, right after its record
+/// is deleted. Sessions ended elsewhere, or expired in the store, are not reported here.
+pub trait EndObserver: Send + Sync {
+    fn session_ended(&self, key: &str);
+}
+
 /// Sessions and login transactions over a [`Store`].
 pub struct Sessions {
     pub store: Store,
@@ -79,6 +87,7 @@ pub struct Sessions {
     pub idle: Duration,
     pub max_lifetime: Duration,
     prefix: String,
+    ended: OnceLock<Arc<dyn EndObserver>>,
 }
 
 impl Sessions {
@@ -92,6 +101,18 @@ impl Sessions {
             idle: config.idle_timeout,
             max_lifetime: config.max_lifetime,
             prefix: config.key_prefix.clone(),
+            ended: OnceLock::new(),
+        }
+    }
+
+    /// Sets who is told of sessions ending here (once; later calls are ignored).
+    pub fn observe_ends(&self, observer: Arc<dyn EndObserver>) {
+        let _ = self.ended.set(observer);
+    }
+
+    fn report_end(&self, key: &str) {
+        if let Some(observer) = self.ended.get() {
+            observer.session_ended(key);
         }
     }
 
@@ -320,6 +341,7 @@ impl Sessions {
             if self.store.delete(key).await? {
                 ended += 1;
             }
+            self.report_end(key);
         }
         Ok(ended)
     }
@@ -390,6 +412,7 @@ impl Sessions {
     /// Deletes the session and takes it out of the back-channel indexes.
     pub async fn destroy(&self, loaded: &Loaded) -> Result<(), StoreError> {
         self.store.delete(&loaded.key).await?;
+        self.report_end(&loaded.key);
         self.unindex(&loaded.key, &loaded.session).await
     }
 

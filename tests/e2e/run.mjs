@@ -2,7 +2,8 @@
 // gatehouse end to end: a real OpenID Provider (oidc-provider), a demo API and SPA, gatehouse in
 // front of them, and headless Chromium that logs in, calls the API, sees gatehouse refresh the
 // 4-second access token (once, however many requests), is logged out by the provider over the
-// back channel, logs in again and logs out through gatehouse.
+// back channel, logs in again, opens a WebSocket from the page through gatehouse, and logs out
+// through gatehouse in another tab, which closes that socket.
 //
 // Usage:  GATEHOUSE_BIN=target/debug/gatehouse node tests/e2e/run.mjs
 // Env:    REDIS_URL (default redis://127.0.0.1:6379), CHROMIUM (default /usr/bin/chromium),
@@ -20,7 +21,7 @@ import { freePort, sleep, startService, stopAll, waitFor, withTimeout } from './
 import { deleteKeys, redis } from './lib/redis.mjs';
 
 const COOKIE = '__Host-gatehouse';
-const BUDGET_MS = 30_000; // the whole run; cleanup adds at most ~10 s
+const BUDGET_MS = 40_000; // the whole run; cleanup adds at most ~10 s
 const REFRESH_WAIT_MS = 2500; // > half the provider's 4 s access-token lifetime: gatehouse refreshes
 const WAIT_MS = 10_000; // any single browser wait
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -230,14 +231,38 @@ async function main() {
     return callApi(s);
   });
 
-  await step('click "Log out": gatehouse sends the browser to the provider, which asks to confirm', async () => {
-    await s.page.click('#logout');
-    await s.page.waitForURL((url) => url.origin === s.op);
-    await s.page.getByRole('button', { name: 'Yes, sign me out' }).click();
-    await s.page.waitForURL((url) => url.origin === s.gh && url.pathname === '/', { timeout: 15_000 });
-    await expectSpaState(s.page, 'signed-out');
+  await step('the SPA opens a WebSocket through gatehouse and exchanges messages; the API saw a valid token on its handshake', async () => {
+    const before = (await observed(s)).ws;
+    await s.page.evaluate(() => window.openLive());
+    const echoes = [];
+    for (const text of ['one', 'two', 'three']) echoes.push(await s.page.evaluate((t) => window.sendLive(t), text));
+    expect(echoes.join(' ') === 'one two three', `the socket echoed ${JSON.stringify(echoes)}`);
+    const seen = (await observed(s)).ws;
+    expect(seen.accepted === before.accepted + 1 && seen.refused === before.refused, `the API accepted ${seen.accepted - before.accepted} and refused ${seen.refused - before.refused} WebSocket handshake(s), want 1 and 0`);
+    expect(seen.messages - before.messages === 3, `the API got ${seen.messages - before.messages} message(s), want 3`);
+    return 'three messages echoed';
+  });
+
+  await step('in another tab, click "Log out": gatehouse sends that tab to the provider, which asks to confirm', async () => {
+    s.tab = await browser.newPage();
+    s.tab.setDefaultTimeout(WAIT_MS);
+    await s.tab.goto(`${s.gh}/`);
+    await expectSpaState(s.tab, 'signed-in');
+    await s.tab.click('#logout');
+    await s.tab.waitForURL((url) => url.origin === s.op);
+    await s.tab.getByRole('button', { name: 'Yes, sign me out' }).click();
+    await s.tab.waitForURL((url) => url.origin === s.gh && url.pathname === '/', { timeout: 15_000 });
+    await expectSpaState(s.tab, 'signed-out');
     const left = (await browser.cookies(s.gh)).find((c) => c.name === COOKIE);
     expect(!left, `the ${COOKIE} cookie is still in the browser after logout`);
+  });
+
+  await step('the first tab\'s WebSocket was closed by gatehouse with 4401 (session ended), and the API got the close too', async () => {
+    await s.page.waitForSelector('#live[data-state="closed"]', { timeout: 3000 });
+    const code = await s.page.evaluate(() => window.live.closeCode);
+    expect(code === 4401, `the page's WebSocket closed with ${code}, want 4401`);
+    await waitFor(async () => (await observed(s)).ws.closes.includes(4401), { timeoutMs: 3000, what: 'the API to see close code 4401' });
+    return `closes seen by the API: ${(await observed(s)).ws.closes.join(', ')}`;
   });
 
   await step('after logout: the API is 401 from the page, and the old cookie replayed is 401', async () => {

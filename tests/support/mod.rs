@@ -11,6 +11,7 @@
 pub mod provider;
 pub mod redis_topology;
 pub mod upstream;
+pub mod ws_upstream;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

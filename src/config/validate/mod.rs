@@ -387,6 +387,41 @@ auth = "required"
     }
 
     #[test]
+    fn websocket_and_streaming_keys_are_validated_and_named() {
+        assert_eq!(
+            refused(&with(
+                "public_origin = \"https://app.example.com\"",
+                "max_websockets = 0"
+            )),
+            ["server.max_websockets"]
+        );
+        assert_eq!(
+            refused(&with("auth = \"required\"", "stream_idle_timeout = \"0s\"")),
+            ["routes[0].stream_idle_timeout"]
+        );
+        assert_eq!(
+            refused(&with(
+                "auth = \"required\"",
+                "websocket_idle_timeout = \"soon\""
+            )),
+            ["routes[0].websocket_idle_timeout"]
+        );
+        let config = Config::from_toml(
+            &with(
+                "auth = \"required\"",
+                "upstream_http2 = true\nwebsocket_idle_timeout = \"30s\"",
+            ),
+            &NoEnv,
+        )
+        .unwrap();
+        let route = config.routes.iter().next().unwrap();
+        assert!(route.upstream_http2);
+        assert_eq!(route.websocket_idle_timeout.as_secs(), 30);
+        assert_eq!(route.stream_idle_timeout.as_secs(), 300, "default 5m");
+        assert_eq!(config.server.max_websockets, 10_000);
+    }
+
+    #[test]
     fn tolerances_that_weaken_token_checks_are_capped() {
         assert_eq!(
             refused(&with("client_secret = \"s\"", "clock_skew = \"1d\"")),

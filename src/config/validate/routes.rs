@@ -90,6 +90,16 @@ pub(super) fn routes(
             DEFAULT_UPSTREAM_TIMEOUT,
             MAX_NETWORK_TIMEOUT,
         );
+        let stream_idle_timeout = errs.duration(
+            &format!("{key}.stream_idle_timeout"),
+            f.stream_idle_timeout.as_deref(),
+            DEFAULT_STREAM_IDLE_TIMEOUT,
+        );
+        let websocket_idle_timeout = errs.duration(
+            &format!("{key}.websocket_idle_timeout"),
+            f.websocket_idle_timeout.as_deref(),
+            DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
+        );
         let target = match (&f.upstream, &f.static_dir) {
             (Some(_), None) => {
                 static_site::no_static_keys(&key, f, errs);
@@ -120,6 +130,9 @@ pub(super) fn routes(
                 auth: mode,
                 csrf,
                 timeout,
+                stream_idle_timeout,
+                websocket_idle_timeout,
+                upstream_http2: f.upstream_http2 == Some(true),
             });
         }
     }

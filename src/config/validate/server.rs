@@ -47,6 +47,10 @@ pub(super) fn server(f: &ServerFile, errs: &mut Errors) -> ServerConfig {
     if max_connections == 0 {
         errs.push("server.max_connections", "must be at least 1");
     }
+    let max_websockets = f.max_websockets.unwrap_or(DEFAULT_MAX_WEBSOCKETS);
+    if max_websockets == 0 {
+        errs.push("server.max_websockets", "must be at least 1");
+    }
     let allowed_hosts = allowed_hosts(&public_origin, f.allowed_hosts.as_deref(), errs);
     let strip_request_headers = f
         .strip_request_headers
@@ -117,6 +121,7 @@ pub(super) fn server(f: &ServerFile, errs: &mut Errors) -> ServerConfig {
             .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_IP),
         strip_request_headers,
         trusted_proxies,
+        max_websockets,
     }
 }
 

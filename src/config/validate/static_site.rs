@@ -41,6 +41,9 @@ pub(super) fn site(
     for (name, set) in [
         ("timeout", f.timeout.is_some()),
         ("allow_plain_http", f.allow_plain_http.is_some()),
+        ("stream_idle_timeout", f.stream_idle_timeout.is_some()),
+        ("websocket_idle_timeout", f.websocket_idle_timeout.is_some()),
+        ("upstream_http2", f.upstream_http2.is_some()),
         ("csrf_header", f.csrf_header.is_some()),
         ("csrf_value", f.csrf_value.is_some()),
     ] {
@@ -296,6 +299,17 @@ auth = "none"
                 "routes[0].timeout",
                 "routes[0].allow_plain_http",
                 "routes[0].csrf_header"
+            ]
+        );
+        assert_eq!(
+            refused(
+                path,
+                "stream_idle_timeout = \"1m\"\nwebsocket_idle_timeout = \"1m\"\nupstream_http2 = true"
+            ),
+            [
+                "routes[0].stream_idle_timeout",
+                "routes[0].websocket_idle_timeout",
+                "routes[0].upstream_http2"
             ]
         );
         let text = r#"

@@ -1,13 +1,16 @@
 // The demo API behind gatehouse: `GET /api/hello` wants `Authorization: Bearer <token>` and
-// checks the token by RFC 7662 introspection at the provider, as client `api`.
+// checks the token by RFC 7662 introspection at the provider, as client `api`. `/api/live` is
+// a WebSocket (the `ws` package) that wants the same on its handshake and echoes messages.
 //
 // Usage: node services/api.mjs --issuer URL --client-secret S [--port 0] [--cookie-name NAME]
 // Prints `READY http://127.0.0.1:PORT`. `GET /_e2e/observed` (asked directly, not through
 // gatehouse) tells what it saw: requests, how many carried a bearer token, and whether any
-// carried gatehouse's cookie (never should), and short hashes of the valid tokens it saw.
+// carried gatehouse's cookie (never should), and short hashes of the valid tokens it saw; under
+// `ws`, the WebSocket handshakes it accepted (with a valid token) and the close codes it got.
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import { parseArgs } from 'node:util';
+import { WebSocketServer } from 'ws';
 
 const { values: opt } = parseArgs({
   options: {
@@ -21,7 +24,11 @@ if (!opt.issuer || !opt['client-secret']) throw new Error('api: --issuer and --c
 
 const metadata = await fetchJson(`${opt.issuer}/.well-known/openid-configuration`);
 const basic = `Basic ${Buffer.from(`api:${opt['client-secret']}`).toString('base64')}`;
-const observed = { requests: 0, bearer: 0, active: 0, sawGatehouseCookie: false, cookieHeaders: 0, tokens: [] };
+const observed = {
+  requests: 0, bearer: 0, active: 0, sawGatehouseCookie: false, cookieHeaders: 0, tokens: [],
+  ws: { refused: 0, accepted: 0, messages: 0, closes: [] },
+};
+const sockets = new WebSocketServer({ noServer: true });
 
 const server = http.createServer(async (req, res) => {
   try {
@@ -46,6 +53,29 @@ const server = http.createServer(async (req, res) => {
   } catch (err) {
     console.error(`api: ${err.message}`);
     return json(res, 502, { error: 'introspection_failed' });
+  }
+});
+server.on('upgrade', async (req, socket, head) => {
+  const refuse = (status) => {
+    observed.ws.refused += 1;
+    socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+  };
+  try {
+    if (new URL(req.url, 'http://api.invalid').pathname !== '/api/live') return refuse('404 Not Found');
+    if (req.headers.cookie?.includes(opt['cookie-name'])) observed.sawGatehouseCookie = true;
+    const match = /^Bearer ([^\s]+)$/i.exec(req.headers.authorization ?? '');
+    if (!match || !(await introspect(match[1])).active) return refuse('401 Unauthorized');
+    sockets.handleUpgrade(req, socket, head, (ws) => {
+      observed.ws.accepted += 1;
+      ws.on('message', (data, isBinary) => {
+        observed.ws.messages += 1;
+        ws.send(data, { binary: isBinary });
+      });
+      ws.on('close', (code) => observed.ws.closes.push(code));
+    });
+  } catch (err) {
+    console.error(`api: websocket: ${err.message}`);
+    refuse('502 Bad Gateway');
   }
 });
 server.listen(Number(opt.port), '127.0.0.1', () => {
