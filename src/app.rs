@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use crate::config::Config;
 use crate::cookie::CookieNames;
 use crate::endpoints::CallbacksInFlight;
@@ -16,7 +18,9 @@ use crate::websocket::Sockets;
 
 /// Everything a request needs, shared by all connections.
 pub struct App {
-    pub config: Config,
+    /// The config now in force; a reload swaps it (see [`crate::reload`]). A request takes one
+    /// snapshot and keeps it to the end, so it never sees half of two configs.
+    config: ArcSwap<Config>,
     pub oidc: Oidc,
     pub sessions: Sessions,
     pub forwarder: Forwarder,
@@ -25,8 +29,8 @@ pub struct App {
     pub cookie_names: CookieNames,
     /// Login callbacks being processed here, so one `state` is completed once.
     pub callbacks: CallbacksInFlight,
-    /// Per-client budgets for login starts and callbacks.
-    pub login_limits: LoginLimits,
+    /// Per-client budgets for login starts and callbacks (rebuilt when a reload changes them).
+    pub login_limits: ArcSwap<LoginLimits>,
     /// The WebSockets open on this instance; told of every session that ends here.
     pub sockets: Arc<Sockets>,
 }
@@ -61,9 +65,26 @@ impl App {
             sessions,
             flights: Flights::default(),
             callbacks: CallbacksInFlight::default(),
-            login_limits: LoginLimits::new(config.auth.login_rate),
+            login_limits: ArcSwap::from_pointee(LoginLimits::new(config.auth.login_rate)),
             sockets,
-            config,
+            config: ArcSwap::from_pointee(config),
         })
+    }
+}
+
+impl App {
+    /// The config now in force, for a short look. Hold [`App::snapshot`] across awaits.
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// The config now in force, kept as long as needed.
+    pub fn snapshot(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Puts `config` in force for every request that starts from now on.
+    pub(crate) fn install(&self, config: Config) {
+        self.config.store(Arc::new(config));
     }
 }

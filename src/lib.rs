@@ -18,6 +18,7 @@
 //! - [`ratelimit`]: per-client budgets for login starts and callbacks
 //! - [`routes`]: route table, longest-prefix match, path safety
 //! - [`csrf`]: the anti-forgery check
+//! - [`reload`]: the config reloaded while serving (SIGHUP, file watch)
 //! - [`redirect`]: `return_to` validation
 //! - [`session`]: session records, login transactions, Redis and memory stores
 //! - [`cookie`]: the request's cookie jar, cookie attributes, AES-GCM sealing with a key ring
@@ -47,6 +48,7 @@ pub mod pipeline;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redirect;
+pub mod reload;
 pub mod response;
 pub mod routes;
 pub mod secret;

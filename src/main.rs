@@ -137,7 +137,16 @@ fn main() -> anyhow::Result<()> {
                     .with_context(|| {
                         format!("cannot listen on {} (server.listen)", config.server.listen)
                     })?;
-                gatehouse::server::run(listener, config, shutdown_signal()).await?;
+                let source = gatehouse::reload::Source {
+                    path: cli.config.clone(),
+                };
+                gatehouse::server::run_reloadable(
+                    listener,
+                    config,
+                    Some(source),
+                    shutdown_signal(),
+                )
+                .await?;
                 Ok(())
             })
         }

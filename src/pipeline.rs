@@ -16,6 +16,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::app::App;
+use crate::config::Config;
 use crate::cookie::Jar;
 use crate::error::Error;
 use crate::forwarded::{self, ClientInfo};
@@ -38,6 +39,9 @@ pub const MAX_HEADERS: usize = 100;
 /// What one request carries through the phases: read from the request once, filled in as
 /// the phases learn more, and summed up in the access log line.
 pub struct Ctx<'a> {
+    /// The config this request runs under, from start to end (a reload swaps in a new one for
+    /// requests that start later).
+    pub config: &'a Config,
     pub peer: SocketAddr,
     pub started: Instant,
     pub method: Method,
@@ -59,15 +63,21 @@ pub struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     /// Reads what every phase needs from `req` and takes its cookies out of the headers.
-    pub fn read(app: &App, peer: SocketAddr, req: &mut Request<Incoming>) -> Ctx<'a> {
+    pub fn read(
+        app: &App,
+        config: &'a Config,
+        peer: SocketAddr,
+        req: &mut Request<Incoming>,
+    ) -> Ctx<'a> {
         let wants_html = req
             .headers()
             .get(ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("text/html"));
         let head_bytes = head_size(req.method(), req.uri(), req.headers());
-        let client = forwarded::client(peer, req.headers(), &app.config.server.trusted_proxies);
+        let client = forwarded::client(peer, req.headers(), &config.server.trusted_proxies);
         Ctx {
+            config,
             peer,
             client,
             started: Instant::now(),
@@ -88,7 +98,8 @@ pub async fn handle(
     peer: SocketAddr,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let mut ctx = Ctx::read(&app, peer, &mut req);
+    let config = app.snapshot();
+    let mut ctx = Ctx::read(&app, &config, peer, &mut req);
     let mut response = match dispatch(&app, req, &mut ctx).await {
         Ok(res) => res,
         Err(e) => error_response(&app, &ctx, e),
@@ -127,16 +138,16 @@ fn error_response(app: &App, ctx: &Ctx<'_>, e: Error) -> Response<Body> {
 }
 
 async fn dispatch<'a>(
-    app: &'a Arc<App>,
+    app: &Arc<App>,
     req: Request<Incoming>,
     ctx: &mut Ctx<'a>,
 ) -> Result<Response<Body>, Error> {
-    refuse_unroutable(app, &req, ctx)?;
+    refuse_unroutable(&req, ctx)?;
     let req = match endpoints::dispatch(app, req, ctx).await? {
         Ok(res) => return Ok(res),
         Err(req) => req,
     };
-    let route = app
+    let route = ctx
         .config
         .routes
         .find(req.uri().path())
@@ -154,7 +165,7 @@ async fn dispatch<'a>(
 }
 
 /// The checks every request passes before any endpoint or route sees it.
-fn refuse_unroutable(app: &App, req: &Request<Incoming>, ctx: &Ctx<'_>) -> Result<(), Error> {
+fn refuse_unroutable(req: &Request<Incoming>, ctx: &Ctx<'_>) -> Result<(), Error> {
     // TRACE echoes the request (cookies included) back; CONNECT would tunnel anywhere.
     // Only an HTTP/2 extended CONNECT for a WebSocket (RFC 8441) is not a tunnel.
     let tunnel =
@@ -165,7 +176,7 @@ fn refuse_unroutable(app: &App, req: &Request<Incoming>, ctx: &Ctx<'_>) -> Resul
     if ctx.head_bytes > MAX_HEAD_BYTES || req.headers().len() > MAX_HEADERS {
         return Err(Error::HeadTooLarge);
     }
-    let server = &app.config.server;
+    let server = &ctx.config.server;
     if !host::is_exempt(req.uri().path()) {
         match host::check(
             req.method(),
@@ -213,10 +224,7 @@ async fn forward(
         csrf::verify(req.headers(), &route.csrf)?;
         authorization = Some(authenticate(app, route, ctx).await?.1);
     }
-    headers::prepare_request(
-        req.headers_mut(),
-        forwarding(app, upstream, ctx, authorization),
-    );
+    headers::prepare_request(req.headers_mut(), forwarding(upstream, ctx, authorization));
     let mut res = app.forwarder.forward(req, route, upstream).await?;
     headers::drop_our_set_cookies(res.headers_mut(), &app.cookie_names);
     Ok(res)
@@ -244,15 +252,12 @@ async fn upgrade(
     let registered = app
         .sockets
         .register(session.as_ref().map(|l| l.key.as_str()))
-        .map_err(|_| WebSocketError::TooMany(app.config.server.max_websockets))?;
+        .map_err(|_| WebSocketError::TooMany(app.config().server.max_websockets))?;
     let hold = req
         .extensions_mut()
         .remove::<ConnHandle>()
         .map(|h| h.hold());
-    headers::prepare_request(
-        req.headers_mut(),
-        forwarding(app, upstream, ctx, authorization),
-    );
+    headers::prepare_request(req.headers_mut(), forwarding(upstream, ctx, authorization));
     let opening = websocket::Opening {
         handshake,
         registered,
@@ -286,12 +291,11 @@ async fn authenticate(
 
 /// What gatehouse tells the upstream about the request (see [`headers::prepare_request`]).
 fn forwarding<'a>(
-    app: &'a App,
     upstream: &'a Upstream,
     ctx: &'a Ctx<'_>,
     authorization: Option<Option<HeaderValue>>,
 ) -> Forwarding<'a> {
-    let server = &app.config.server;
+    let server = &ctx.config.server;
     Forwarding {
         client_ip: ctx.client.chain.clone(),
         proto: ctx
@@ -334,7 +338,7 @@ async fn serve_static(
         if loaded.is_none() && route.auth == AuthMode::Required {
             if static_files::access::is_navigation(req.method(), req.headers()) {
                 let login =
-                    static_files::access::login_location(&app.config.auth.prefix, req.uri());
+                    static_files::access::login_location(&app.config().auth.prefix, req.uri());
                 return Ok(crate::response::redirect(&login));
             }
             return Err(Error::Unauthenticated);

@@ -42,7 +42,7 @@ pub const DEFAULT_POST_LOGOUT_REDIRECT_PARAM: &str = "post_logout_redirect_uri";
 pub const DEFAULT_METADATA_REFRESH_MIN: &str = "1m";
 pub const DEFAULT_METADATA_REFRESH_MAX: &str = "1h";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 
 pub struct FileConfig {
     pub server: ServerFile,
@@ -55,7 +55,7 @@ pub struct FileConfig {
     pub routes: Vec<RouteFile>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 
 pub struct ServerFile {
     pub listen: Option<String>,
@@ -75,11 +75,13 @@ pub struct ServerFile {
     pub strip_request_headers: Option<Vec<String>>,
     /// Peers whose `X-Forwarded-For` / `Forwarded` / `X-Forwarded-Proto` / `-Host` are believed.
     pub trusted_proxies: Option<Vec<String>>,
+    /// Reload when this file changes, not only on SIGHUP.
+    pub watch_config: Option<bool>,
     /// Most WebSockets relayed at once; more handshakes get 503.
     pub max_websockets: Option<usize>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 
 pub struct OidcFile {
     pub issuer: String,
@@ -121,7 +123,7 @@ pub struct OidcFile {
     pub metadata_refresh_max: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 
 pub struct SessionFile {
     /// "memory" (default) or "redis".
@@ -154,7 +156,7 @@ pub struct SessionFile {
     pub refresh_lock_lease: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 
 pub struct AuthFile {
     pub prefix: Option<String>,
@@ -166,7 +168,7 @@ pub struct AuthFile {
     pub csrf_value: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 
 pub struct RouteFile {
     pub path: String,

@@ -2,7 +2,7 @@
 //! turns them into one typed, immutable [`Config`] or a list of every problem, each naming its key.
 
 mod env;
-mod file;
+pub mod file;
 mod validate;
 
 use std::net::SocketAddr;
@@ -34,6 +34,9 @@ pub struct Config {
     pub routes: RouteTable,
     /// Non-fatal remarks to log at start-up (e.g. an ephemeral key for the memory store).
     pub warnings: Vec<String>,
+    /// The file model this was validated from: a reload compares it with the new one to tell
+    /// which changes need a restart.
+    pub file: FileConfig,
 }
 
 #[derive(Debug)]
@@ -61,6 +64,8 @@ pub struct ServerConfig {
     pub strip_request_headers: Vec<crate::proxy::headers::HeaderPattern>,
     /// Peers believed about the client behind them (`X-Forwarded-For`, `Forwarded`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Reload when the config file changes (besides `SIGHUP`).
+    pub watch_config: bool,
     /// Most WebSockets relayed at once by this instance.
     pub max_websockets: usize,
 }
@@ -82,7 +87,7 @@ pub struct EndpointOverrides {
     pub revocation: Option<Url>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct OidcConfig {
     /// The issuer identifier exactly as configured: compared as a string, never normalised
     /// (OIDC Discovery §4.3), so `https://tenant.auth0.com/` keeps its trailing slash.
@@ -115,7 +120,7 @@ pub struct OidcConfig {
     pub metadata_refresh_max: Duration,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum StoreConfig {
     Memory { capacity: u64 },
     Redis(RedisConfig),
@@ -123,7 +128,7 @@ pub enum StoreConfig {
 
 /// The Redis store: where it is, and how gatehouse proves who it is and who the server is.
 /// No URL carries credentials (validation refuses them), so URLs may be logged.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RedisConfig {
     pub topology: RedisTopology,
     /// ACL user (`AUTH username password`); `None` with a password is the `default` user.
@@ -151,7 +156,7 @@ pub enum RedisTopology {
 }
 
 /// PEM certificate chain and private key for TLS client authentication.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RedisClientCert {
     pub cert_pem: Vec<u8>,
     pub key_pem: Secret,
@@ -161,6 +166,9 @@ pub struct RedisClientCert {
 pub struct SessionConfig {
     pub store: StoreConfig,
     pub keys: KeyRing,
+    /// `keys` is a random key made at start-up (memory store, none configured): a reload keeps
+    /// the running one rather than a new random one.
+    pub ephemeral_keys: bool,
     pub cookie_name: String,
     pub same_site: SameSite,
     pub idle_timeout: Duration,

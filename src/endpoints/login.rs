@@ -38,7 +38,7 @@ pub(super) async fn login(
 ) -> Result<Response<Body>, Error> {
     let return_to = safe_return_to(
         query_param(req, "return_to").as_deref(),
-        &app.config.server.public_origin,
+        &app.config().server.public_origin,
     );
     let sessions = &app.sessions;
     let start = app.oidc.start_login(return_to)?;
@@ -148,7 +148,7 @@ pub(super) async fn callback(
             &sessions.cookie_name,
             &value,
             sessions.same_site,
-            Some(sessions.max_lifetime),
+            Some(sessions.max_lifetime()),
         ),
     );
     Ok(res)

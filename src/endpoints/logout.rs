@@ -42,7 +42,7 @@ pub(super) async fn logout(
 ) -> Result<Response<Body>, Error> {
     let post = req.method() == Method::POST;
     if post {
-        csrf::verify(req.headers(), &app.config.auth.csrf)?;
+        csrf::verify(req.headers(), &app.config().auth.csrf)?;
     }
     let sessions = &app.sessions;
     let loaded = match sessions.cookie_secret(&ctx.jar) {

@@ -24,7 +24,7 @@ use crate::response::{self, Body};
 
 /// Answers the request if it is for one of our endpoints; otherwise hands it back.
 pub async fn dispatch<'a>(
-    app: &'a App,
+    app: &App,
     req: Request<Incoming>,
     ctx: &mut Ctx<'a>,
 ) -> Result<Result<Response<Body>, Request<Incoming>>, Error> {
@@ -32,7 +32,7 @@ pub async fn dispatch<'a>(
     let name = match path {
         "/healthz" => "healthz",
         "/readyz" => "readyz",
-        _ => match path.strip_prefix(app.config.auth.prefix.as_str()) {
+        _ => match path.strip_prefix(app.config().auth.prefix.as_str()) {
             Some("/login") => "login",
             Some("/callback") => "callback",
             Some("/user") => "user",
@@ -58,6 +58,7 @@ pub async fn dispatch<'a>(
     };
     if let Some(budget) = budget {
         app.login_limits
+            .load()
             .check(budget, ctx.client.ip)
             .map_err(Error::RateLimited)?;
     }
@@ -110,7 +111,7 @@ async fn user(
     req: &Request<Incoming>,
     ctx: &mut Ctx<'_>,
 ) -> Result<Response<Body>, Error> {
-    csrf::verify(req.headers(), &app.config.auth.csrf)?;
+    csrf::verify(req.headers(), &app.config().auth.csrf)?;
     let slide = query_param(req, "slide").is_none_or(|v| v != "false");
     let sessions = &app.sessions;
     let secret = sessions
@@ -124,7 +125,7 @@ async fn user(
     let s = &loaded.session;
     let logout_url = format!(
         "{}/logout?sid={}",
-        app.config.auth.prefix,
+        app.config().auth.prefix,
         s.handle.expose()
     );
     Ok(response::json(
@@ -133,7 +134,7 @@ async fn user(
             "sub": s.sub,
             "claims": s.claims,
             "expires_at": s.expires_at_ms / 1000,
-            "idle_expires_at": loaded.idle_expires_at_ms(sessions.idle) / 1000,
+            "idle_expires_at": loaded.idle_expires_at_ms(sessions.idle()) / 1000,
             "logout_url": logout_url,
         }),
     ))

@@ -77,7 +77,7 @@ impl Flights {
 /// The refresh runs in its own task: a browser that cancels its request after the provider
 /// rotated the refresh token must not take the new tokens down with it.
 pub async fn ensure_fresh(app: &Arc<App>, loaded: &mut Loaded) -> Result<Secret, Error> {
-    let skew = i64::try_from(app.config.oidc.refresh_skew.as_secs()).unwrap_or(60);
+    let skew = i64::try_from(app.config().oidc.refresh_skew.as_secs()).unwrap_or(60);
     if !due(&loaded.session.tokens, skew, now()) {
         return Ok(loaded.session.tokens.access_token.clone());
     }
@@ -140,10 +140,11 @@ async fn refresh_in_flight(
     skew: i64,
 ) -> Result<Secret, Error> {
     let owner = random_token();
-    let lease = app.config.session.refresh_lock_lease;
+    let lease = app.config().session.refresh_lock_lease;
     // Waiting for another holder is bounded by what one refresh may take; past that the
     // current token is used while valid, else 503, and a later request waits again.
-    let give_up = Instant::now() + app.config.oidc.timeout + app.config.session.store_timeout * 2;
+    let give_up =
+        Instant::now() + app.config().oidc.timeout + app.config().session.store_timeout * 2;
     loop {
         // A request of this instance, or another instance, may have refreshed meanwhile.
         reload(app, loaded).await?;
@@ -213,7 +214,7 @@ async fn store(
     refreshed: Refreshed,
 ) -> Result<Secret, Error> {
     // The write must land while no other instance could take over, clock margin included.
-    let margin = i64::try_from(app.config.session.refresh_lease_margin.as_millis()).unwrap_or(0);
+    let margin = i64::try_from(app.config().session.refresh_lease_margin.as_millis()).unwrap_or(0);
     let deadline_ms = loaded
         .session
         .refresh_claim

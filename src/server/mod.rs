@@ -53,10 +53,32 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    run_reloadable(listener, config, None, shutdown).await
+}
+
+/// Like [`run`], re-reading the config from `source` on `SIGHUP` (and on change, with
+/// `server.watch_config`); see [`crate::reload`].
+pub async fn run_reloadable(
+    listener: TcpListener,
+    config: Config,
+    source: Option<crate::reload::Source>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    serve(listener, Arc::new(App::new(config)?), shutdown).await;
+    let app = Arc::new(App::new(config)?);
+    let reloads = source.map(|source| {
+        tokio::spawn(crate::reload::watch(
+            Arc::clone(&app),
+            source,
+            Arc::new(crate::config::ProcessEnv),
+        ))
+    });
+    serve(listener, app, shutdown).await;
+    if let Some(task) = reloads {
+        task.abort();
+    }
     Ok(())
 }
 
@@ -66,7 +88,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
     let store = app.sessions.store.clone();
     tokio::spawn(async move { store.probe().await });
     let limits = tokio::spawn(forget_quiet_clients(Arc::clone(&app)));
-    let server = &app.config.server;
+    let server = &app.config().server;
     let limit = Arc::new(Semaphore::new(server.max_connections));
     let per_ip = PerIp::new(server.max_connections_per_ip);
     // Every connection task holds a sender; draining waits until all are dropped.
@@ -77,7 +99,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         origin = %server.origin,
         store = app.sessions.store.kind(),
-        routes = app.config.routes.iter().count(),
+        routes = app.config().routes.iter().count(),
         "gatehouse listening"
     );
     tokio::pin!(shutdown);
@@ -126,7 +148,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
     drop(alive);
     tokio::select! {
         _ = drained.recv() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(app.config.server.shutdown_grace) => tracing::warn!("shutdown grace elapsed with connections still open"),
+        () = tokio::time::sleep(app.config().server.shutdown_grace) => tracing::warn!("shutdown grace elapsed with connections still open"),
     }
 }
 
@@ -135,7 +157,7 @@ fn builder(app: &App) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(app.config.server.header_read_timeout)
+        .header_read_timeout(app.config().server.header_read_timeout)
         .max_headers(MAX_HEADERS)
         // A memory bound only: the exact head-size limit is the pipeline's.
         .max_buf_size(MAX_HEAD_BYTES * 2);
@@ -162,10 +184,10 @@ async fn connection(
     slot: Arc<Slot>,
 ) {
     // A connection that never says which protocol it speaks would hold its slot forever.
-    if !protocol_sniffed(&stream, app.config.server.header_read_timeout).await {
+    if !protocol_sniffed(&stream, app.config().server.header_read_timeout).await {
         return;
     }
-    let idle_timeout = app.config.server.idle_timeout;
+    let idle_timeout = app.config().server.idle_timeout;
     let activity = Activity::new();
     let service = {
         let activity = Arc::clone(&activity);
@@ -208,13 +230,10 @@ async fn connection(
 
 /// Drops the rate-limit state of clients that went quiet, every minute.
 async fn forget_quiet_clients(app: Arc<App>) {
-    if !app.login_limits.is_enabled() {
-        return;
-    }
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
-        app.login_limits.forget_quiet();
+        app.login_limits.load().forget_quiet();
     }
 }
 

@@ -14,8 +14,11 @@ pub use memory::MemoryStore;
 pub use record::{CookieSecret, RefreshClaim, Session, Tokens, now, now_ms, random_token};
 pub use store::{Store, StoreError};
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use crate::config::SessionConfig;
 use crate::cookie::{Jar, KeyRing, SameSite};
@@ -42,6 +45,10 @@ impl Loaded {
             .saturating_add(millis(idle))
             .min(self.session.expires_at_ms)
     }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn millis(d: Duration) -> i64 {
@@ -80,12 +87,14 @@ pub trait EndObserver: Send + Sync {
 /// Sessions and login transactions over a [`Store`].
 pub struct Sessions {
     pub store: Store,
-    keys: KeyRing,
+    /// Seals and opens cookies; a reload swaps in a rotated ring.
+    keys: ArcSwap<KeyRing>,
     pub cookie_name: String,
     pub login: LoginCookies,
     pub same_site: SameSite,
-    pub idle: Duration,
-    pub max_lifetime: Duration,
+    /// Idle timeout and absolute lifetime, in milliseconds (a reload may change them).
+    idle_ms: AtomicU64,
+    max_lifetime_ms: AtomicU64,
     prefix: String,
     ended: OnceLock<Arc<dyn EndObserver>>,
 }
@@ -94,12 +103,12 @@ impl Sessions {
     pub fn new(config: &SessionConfig, store: Store, keys: KeyRing) -> Self {
         Self {
             store,
-            keys,
+            keys: ArcSwap::from_pointee(keys),
             cookie_name: config.cookie_name.clone(),
             login: LoginCookies::new(&config.cookie_name),
             same_site: config.same_site,
-            idle: config.idle_timeout,
-            max_lifetime: config.max_lifetime,
+            idle_ms: AtomicU64::new(duration_ms(config.idle_timeout)),
+            max_lifetime_ms: AtomicU64::new(duration_ms(config.max_lifetime)),
             prefix: config.key_prefix.clone(),
             ended: OnceLock::new(),
         }
@@ -116,10 +125,33 @@ impl Sessions {
         }
     }
 
+    /// How long a session lives without a request.
+    pub fn idle(&self) -> Duration {
+        Duration::from_millis(self.idle_ms.load(Ordering::Relaxed))
+    }
+
+    /// How long a session lives at most.
+    pub fn max_lifetime(&self) -> Duration {
+        Duration::from_millis(self.max_lifetime_ms.load(Ordering::Relaxed))
+    }
+
+    /// Takes in the reloadable parts of a new `[session]`: the key ring (rotation; `None`
+    /// keeps the running one) and the two lifetimes. Cookies sealed with a key still in the
+    /// ring keep opening.
+    pub fn reconfigure(&self, config: &SessionConfig, keys: Option<KeyRing>) {
+        if let Some(keys) = keys {
+            self.keys.store(std::sync::Arc::new(keys));
+        }
+        self.idle_ms
+            .store(duration_ms(config.idle_timeout), Ordering::Relaxed);
+        self.max_lifetime_ms
+            .store(duration_ms(config.max_lifetime), Ordering::Relaxed);
+    }
+
     /// The session cookie's secret, from the first value of our cookie that opens.
     pub fn cookie_secret(&self, jar: &Jar) -> Option<CookieSecret> {
         jar.session_values()
-            .find_map(|v| self.keys.open(&self.cookie_name, v))
+            .find_map(|v| self.keys.load().open(&self.cookie_name, v))
             .and_then(|plain| CookieSecret::from_bytes(&plain))
     }
 
@@ -145,11 +177,11 @@ impl Sessions {
             key,
             raw,
         };
-        if now >= loaded.idle_expires_at_ms(self.idle) {
+        if now >= loaded.idle_expires_at_ms(self.idle()) {
             self.destroy(&loaded).await?;
             return Ok(None);
         }
-        let interval = (millis(self.idle) / 4).clamp(1, MAX_TOUCH_INTERVAL_MS);
+        let interval = (millis(self.idle()) / 4).clamp(1, MAX_TOUCH_INTERVAL_MS);
         if slide && now - loaded.session.last_seen_ms >= interval {
             loaded.session.last_seen_ms = now;
             if let Some(sealed) =
@@ -176,7 +208,7 @@ impl Sessions {
     fn ttl(&self, s: &Session) -> Duration {
         let end = s
             .last_seen_ms
-            .saturating_add(millis(self.idle))
+            .saturating_add(millis(self.idle()))
             .min(s.expires_at_ms);
         Duration::from_millis(u64::try_from((end - now_ms()).max(1)).unwrap_or(1))
     }
@@ -193,7 +225,7 @@ impl Sessions {
                 .index_add(
                     &record::store_key(&self.prefix, "sid:", sid.as_bytes()),
                     &key,
-                    self.max_lifetime,
+                    self.max_lifetime(),
                 )
                 .await?;
         }
@@ -201,10 +233,10 @@ impl Sessions {
             .index_add(
                 &record::store_key(&self.prefix, "sub:", session.sub.as_bytes()),
                 &key,
-                self.max_lifetime,
+                self.max_lifetime(),
             )
             .await?;
-        Ok(self.keys.seal(&self.cookie_name, &secret.to_bytes()))
+        Ok(self.keys.load().seal(&self.cookie_name, &secret.to_bytes()))
     }
 
     /// Reads the session again (no sliding): what another request or instance wrote since.
@@ -379,18 +411,21 @@ impl Sessions {
 
     /// The `Set-Cookie` name and value that carry a new login's transaction.
     pub fn login_cookie(&self, txn: &LoginTxn) -> Result<(String, String), StoreError> {
-        let value = self.login.seal(&self.keys, txn).ok_or(StoreError::Seal)?;
+        let value = self
+            .login
+            .seal(&self.keys.load(), txn)
+            .ok_or(StoreError::Seal)?;
         Ok((self.login.name(txn.state.expose()), value))
     }
 
     /// The live login transaction of `state` in this browser's cookies.
     pub fn open_login(&self, jar: &Jar, state: &str) -> Option<LoginTxn> {
-        self.login.open(&self.keys, jar, state)
+        self.login.open(&self.keys.load(), jar, state)
     }
 
     /// Login cookies to clear before a new one is set (see [`LoginCookies::to_drop`]).
     pub fn logins_to_drop<'j>(&self, jar: &'j Jar) -> Vec<&'j str> {
-        self.login.to_drop(&self.keys, jar)
+        self.login.to_drop(&self.keys.load(), jar)
     }
 
     /// Writes `loaded.session` back unless the stored record changed since it was read.
@@ -448,7 +483,7 @@ impl Sessions {
             refresh_claim: None,
             created_at_ms: now,
             last_seen_ms: now,
-            expires_at_ms: now.saturating_add(millis(self.max_lifetime)),
+            expires_at_ms: now.saturating_add(millis(self.max_lifetime())),
         }
     }
 }

@@ -131,7 +131,7 @@ async fn watch_session(app: &App, session: Option<Loaded>) {
         let jitter = rand::thread_rng().gen_range(0.75..1.25);
         tokio::time::sleep(SESSION_CHECK.mul_f64(jitter)).await;
         match app.sessions.reload(&loaded).await {
-            Ok(Some(current)) if now_ms() < current.idle_expires_at_ms(app.sessions.idle) => {
+            Ok(Some(current)) if now_ms() < current.idle_expires_at_ms(app.sessions.idle()) => {
                 loaded = current;
             }
             Ok(_) => return,

@@ -98,6 +98,7 @@ pub(super) fn validate(file: FileConfig, env: &dyn EnvSource) -> Result<Config, 
             auth,
             routes,
             warnings,
+            file,
         })
     } else {
         Err(errs.0)

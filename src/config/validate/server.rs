@@ -121,6 +121,7 @@ pub(super) fn server(f: &ServerFile, errs: &mut Errors) -> ServerConfig {
             .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_IP),
         strip_request_headers,
         trusted_proxies,
+        watch_config: f.watch_config.unwrap_or(false),
         max_websockets,
     }
 }

@@ -72,6 +72,7 @@ pub(super) fn session(
                 .collect()
         })
         .or_else(|| f.keys.clone());
+    let has_keys = raw_keys.as_ref().is_some_and(|k| !k.is_empty());
     let keys = match raw_keys {
         Some(list) if !list.is_empty() => {
             let mut keys = Vec::new();
@@ -95,6 +96,7 @@ pub(super) fn session(
         },
     };
 
+    let ephemeral_keys = matches!(store, StoreConfig::Memory { .. }) && !has_keys;
     let cookie_name = f
         .cookie_name
         .clone()
@@ -157,6 +159,7 @@ pub(super) fn session(
     SessionConfig {
         store,
         keys,
+        ephemeral_keys,
         cookie_name,
         same_site,
         idle_timeout,
