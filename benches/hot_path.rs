@@ -76,8 +76,8 @@ fn session(sessions: &Sessions) -> gatehouse::session::Session {
     let jwt = |n: usize| Secret::new("x".repeat(n));
     let tokens = Tokens {
         access_token: jwt(900),
-        issued_at: now(),
-        access_expires_at: now() + 300,
+        issued_at_ms: now() * 1000,
+        access_expires_at_ms: (now() + 300) * 1000,
         refresh_token: Some(jwt(64)),
         id_token: Some(jwt(900)),
     };

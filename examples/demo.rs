@@ -364,7 +364,17 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    gatehouse::telemetry::init(args.log.as_deref());
+    let logs = match gatehouse::telemetry::init(
+        args.log.as_deref(),
+        gatehouse::telemetry::LogFormat::Text,
+        None,
+    ) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let Some(ports) = Ports::DEFAULT.offset(args.port_offset) else {
         tracing::error!("{}", DemoError::PortOffset(args.port_offset));
         return ExitCode::FAILURE;
@@ -390,5 +400,6 @@ async fn main() -> ExitCode {
     let _ = tokio::signal::ctrl_c().await;
     tracing::info!("stopping the demo");
     demo.stop().await;
+    logs.shutdown();
     ExitCode::SUCCESS
 }

@@ -14,6 +14,7 @@ use crate::oidc::refresh::Flights;
 use crate::proxy::Forwarder;
 use crate::ratelimit::LoginLimits;
 use crate::session::{Sessions, Store, StoreError};
+use crate::telemetry::metrics::Metrics;
 use crate::websocket::Sockets;
 
 /// Everything a request needs, shared by all connections.
@@ -33,6 +34,8 @@ pub struct App {
     pub login_limits: ArcSwap<LoginLimits>,
     /// The WebSockets open on this instance; told of every session that ends here.
     pub sockets: Arc<Sockets>,
+    /// Per-route metric handles and the `/metrics` listener (disabled without one).
+    pub metrics: Arc<Metrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +46,12 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("cannot set up TLS to upstreams (server.upstream_ca_file): {0}")]
     Tls(#[from] rustls::Error),
+    #[error("cannot listen on {addr} (server.metrics_listen): {source}")]
+    MetricsListen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl App {
@@ -52,10 +61,24 @@ impl App {
             &mut config.session.keys,
             crate::cookie::KeyRing::new(Vec::new()),
         );
+        let metrics = Metrics::new(
+            &config.telemetry,
+            config.routes.iter().map(|r| r.prefix.as_str()),
+            &store,
+        )
+        .map_err(|source| StartError::MetricsListen {
+            addr: config
+                .telemetry
+                .metrics_listen
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            source,
+        })?;
         let sessions = Sessions::new(&config.session, store, keys);
         let sockets = Arc::new(Sockets::new(config.server.max_websockets));
         sessions.observe_ends(Arc::clone(&sockets) as _);
         Ok(App {
+            metrics: Arc::new(metrics),
             oidc: Oidc::new(&config.oidc)?,
             forwarder: Forwarder::new(
                 config.server.upstream_connect_timeout,

@@ -135,8 +135,9 @@ impl Error {
         self.parts().0
     }
 
-    /// JSON for API clients; a small HTML page for browser navigations (`wants_html`).
-    pub fn into_response(self, wants_html: bool) -> Response<Body> {
+    /// JSON for API clients; a small HTML page for browser navigations (`wants_html`). Both
+    /// name the request's id, for the user to quote and the operator to find in the logs.
+    pub fn into_response(self, wants_html: bool, request_id: &str) -> Response<Body> {
         if let Error::WrongHost(Some(to)) = &self {
             let mut res = response::redirect(to);
             *res.status_mut() = StatusCode::TEMPORARY_REDIRECT;
@@ -148,12 +149,15 @@ impl Error {
                 status,
                 response::page(
                     "Sign-in problem",
-                    message,
+                    &format!("{message} (request id {request_id})"),
                     Some(("/", "Back to the application")),
                 ),
             )
         } else {
-            response::json(status, &json!({ "error": code, "message": message }))
+            response::json(
+                status,
+                &json!({ "error": code, "message": message, "request_id": request_id }),
+            )
         };
         let retry_after = match self {
             Error::RateLimited(wait) => Some(wait.as_secs().max(1)),
@@ -207,16 +211,18 @@ mod tests {
             upstream: "http://10.1.2.3:9".into(),
             detail: "secret-internal".into(),
         };
-        let res = internal().into_response(false);
+        let res = internal().into_response(false, "rid-1");
         assert_eq!(res.headers()["cache-control"], "no-store");
         assert_eq!(res.headers()["content-type"], "application/json");
         let body = body_text(res).await;
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(json["error"], "upstream_unavailable");
+        assert_eq!(json["request_id"], "rid-1");
         for leak in ["secret-internal", "10.1.2.3"] {
             assert!(!body.contains(leak), "{leak} in {body}");
         }
-        let page = body_text(internal().into_response(true)).await;
+        let page = body_text(internal().into_response(true, "rid-2")).await;
+        assert!(page.contains("request id rid-2"), "{page}");
         for leak in ["secret-internal", "10.1.2.3"] {
             assert!(!page.contains(leak), "{leak} in {page}");
         }

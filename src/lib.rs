@@ -28,7 +28,9 @@
 //! - [`websocket`]: WebSocket handshakes, the byte relay, closing a session's sockets
 //! - [`static_files`]: static routes, serving an SPA's files with its fallback and caching
 //! - [`error`]: the one place errors become responses; [`response`]: response builders
-//! - [`secret`]: redacted secret strings; [`telemetry`]: logging setup
+//! - [`secret`]: redacted secret strings
+//! - [`telemetry`]: logs (text or JSON), request ids, Prometheus metrics and `/metrics`,
+//!   spans and their OpenTelemetry export
 //! - `fuzzing` (hidden): the bodies of the `fuzz/` targets, replayed by the tests
 
 pub mod admin;

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use clap::{Parser, Subcommand};
 use gatehouse::config::{Config, ProcessEnv};
+use gatehouse::telemetry::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +27,14 @@ struct Cli {
     /// Log filter, e.g. "info" or "gatehouse=debug".
     #[arg(long, global = true, env = "GATEHOUSE_LOG")]
     log: Option<String>,
+    /// Log lines as "text" or "json" (one object per line).
+    #[arg(
+        long,
+        global = true,
+        env = "GATEHOUSE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -127,11 +136,19 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run => {
-            gatehouse::telemetry::init(cli.log.as_deref());
             let config = Config::load(&cli.config, &ProcessEnv)?;
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            runtime.block_on(async {
+            // Trace export runs its sends on this runtime, so it starts inside it.
+            let telemetry = {
+                let _inside = runtime.enter();
+                gatehouse::telemetry::init(
+                    cli.log.as_deref(),
+                    cli.log_format,
+                    config.telemetry.otlp.as_ref(),
+                )?
+            };
+            let served = runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(config.server.listen)
                     .await
                     .with_context(|| {
@@ -147,8 +164,11 @@ fn main() -> anyhow::Result<()> {
                     shutdown_signal(),
                 )
                 .await?;
-                Ok(())
-            })
+                Ok::<_, anyhow::Error>(())
+            });
+            // The runtime still runs the last exports while the spans and lines are flushed.
+            telemetry.shutdown();
+            served
         }
     }
 }

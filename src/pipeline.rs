@@ -28,7 +28,10 @@ use crate::server::ConnHandle;
 use crate::session::Loaded;
 use crate::static_files::{self, StaticSite};
 use crate::websocket::{self, WebSocketError};
-use crate::{csrf, endpoints};
+
+use crate::telemetry::request_id::{self, RequestId, X_REQUEST_ID};
+use crate::telemetry::trace::RequestSpans;
+use crate::{csrf, endpoints, telemetry};
 
 /// Largest request head accepted: the request line and header lines as HTTP/1.1 writes them
 /// (`name: value\r\n` each), counted exactly whatever the protocol or TCP segmentation.
@@ -43,6 +46,9 @@ pub struct Ctx<'a> {
     /// requests that start later).
     pub config: &'a Config,
     pub peer: SocketAddr,
+    /// In every log line of the request, its error body, its response and the upstream's
+    /// request (see [`telemetry::request_id`]).
+    pub request_id: RequestId,
     pub started: Instant,
     pub method: Method,
     /// The client asked for HTML (a browser navigation): errors answer with a page.
@@ -80,6 +86,7 @@ impl<'a> Ctx<'a> {
             config,
             peer,
             client,
+            request_id: RequestId::for_request(app, peer, req.headers()),
             started: Instant::now(),
             method: req.method().clone(),
             wants_html,
@@ -100,9 +107,22 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let config = app.snapshot();
     let mut ctx = Ctx::read(&app, &config, peer, &mut req);
-    let mut response = match dispatch(&app, req, &mut ctx).await {
+    let trusted = request_id::trusted_peer(&app, peer);
+    let spans = RequestSpans::start(&ctx.request_id, &ctx.method, req.headers(), trusted);
+    let mut response = spans.instrument(respond(&app, req, &mut ctx)).await;
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID, ctx.request_id.header_value());
+    app.metrics
+        .request(ctx.route, response.status(), ctx.started.elapsed());
+    spans.finish(ctx.route, response.status());
+    Ok(response)
+}
+
+async fn respond<'a>(app: &Arc<App>, req: Request<Incoming>, ctx: &mut Ctx<'a>) -> Response<Body> {
+    let mut response = match dispatch(app, req, ctx).await {
         Ok(res) => res,
-        Err(e) => error_response(&app, &ctx, e),
+        Err(e) => error_response(app, ctx, e),
     };
     for cookie in ctx.set_cookies.drain(..) {
         response.headers_mut().append(SET_COOKIE, cookie);
@@ -116,7 +136,7 @@ pub async fn handle(
         session = ctx.session,
         "request"
     );
-    Ok(response)
+    response
 }
 
 /// Logs the error once, here at the edge, and turns it into the response.
@@ -127,7 +147,7 @@ fn error_response(app: &App, ctx: &Ctx<'_>, e: Error) -> Response<Body> {
         tracing::info!(error = %e, route = ctx.route, "request refused");
     }
     let stale = ctx.jar.has_session_cookie() && matches!(e, Error::Unauthenticated);
-    let mut res = e.into_response(ctx.wants_html);
+    let mut res = e.into_response(ctx.wants_html, ctx.request_id.as_str());
     if stale {
         // The cookie points at no session (ended, expired, foreign key): drop it so the
         // browser starts clean at its next login.
@@ -225,7 +245,11 @@ async fn forward(
         authorization = Some(authenticate(app, route, ctx).await?.1);
     }
     headers::prepare_request(req.headers_mut(), forwarding(upstream, ctx, authorization));
-    let mut res = app.forwarder.forward(req, route, upstream).await?;
+    let mut res =
+        telemetry::upstream_call(&app.metrics, &route.prefix, &ctx.request_id, req, |req| {
+            app.forwarder.forward(req, route, upstream)
+        })
+        .await?;
     headers::drop_our_set_cookies(res.headers_mut(), &app.cookie_names);
     Ok(res)
 }
@@ -258,6 +282,8 @@ async fn upgrade(
         .remove::<ConnHandle>()
         .map(|h| h.hold());
     headers::prepare_request(req.headers_mut(), forwarding(upstream, ctx, authorization));
+    req.headers_mut()
+        .insert(X_REQUEST_ID, ctx.request_id.header_value());
     let opening = websocket::Opening {
         handshake,
         registered,

@@ -73,6 +73,10 @@ fn restart_only_changes(old: &FileConfig, new: &FileConfig) -> Vec<&'static str>
             o.max_websockets != n.max_websockets,
         ),
         ("server.watch_config", o.watch_config != n.watch_config),
+        (
+            "server.metrics_listen",
+            o.metrics_listen != n.metrics_listen,
+        ),
     ];
     changed.extend(server.iter().filter(|(_, c)| *c).map(|(k, _)| *k));
     let mut oidc_old = old.oidc.clone();
@@ -93,6 +97,9 @@ fn restart_only_changes(old: &FileConfig, new: &FileConfig) -> Vec<&'static str>
     }
     if old.auth.prefix != new.auth.prefix {
         changed.push("auth.prefix");
+    }
+    if old.telemetry != new.telemetry {
+        changed.push("telemetry (OpenTelemetry export)");
     }
     changed
 }
@@ -121,6 +128,7 @@ fn carry_over(old: &Config, new: &mut Config) {
     n.store_timeout = o.store_timeout;
     n.key_prefix.clone_from(&o.key_prefix);
     new.auth.prefix.clone_from(&old.auth.prefix);
+    new.telemetry = old.telemetry.clone();
 }
 
 /// Reads and validates the config at `path`; on success puts it in force. Logs the outcome.

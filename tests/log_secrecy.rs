@@ -1,5 +1,5 @@
 //! SECURITY.md §7: a full flow logged at trace level shows no token, code, state, cookie value
-//! or client secret anywhere in the log.
+//! or client secret anywhere in the log, in text lines and in JSON lines (`--log-format json`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -9,8 +9,34 @@
 
 mod support;
 
+use gatehouse::telemetry::LogFormat;
 use reqwest::Method;
 use support::*;
+
+/// Installs this test's capture: text lines, or gatehouse's JSON lines.
+fn capture(format: LogFormat, filter: &str) {
+    match format {
+        LogFormat::Text => capture_logs_with(filter),
+        LogFormat::Json => capture_logs_as(LogFormat::Json, filter, Vec::new()),
+    }
+}
+
+/// The status of each access-log line (JSON lines must all parse).
+fn access_statuses(log: &str, format: LogFormat) -> Vec<u64> {
+    match format {
+        LogFormat::Text => log
+            .lines()
+            .filter(|l| l.contains("request") && l.contains("status="))
+            .filter_map(|l| l.split("status=").nth(1)?.split(' ').next()?.parse().ok())
+            .collect(),
+        LogFormat::Json => log
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON object per line"))
+            .filter(|l| l["message"] == "request")
+            .filter_map(|l| l["status"].as_u64())
+            .collect(),
+    }
+}
 
 fn query_param(url: &str, name: &str) -> String {
     url::Url::parse(url)
@@ -38,6 +64,19 @@ fn assert_absent(log: &str, what: &str, secret: &str) {
 
 #[tokio::test]
 async fn a_full_flow_logs_no_token_code_state_cookie_or_client_secret() {
+    full_flow(LogFormat::Text).await;
+}
+
+#[tokio::test]
+async fn a_full_flow_logs_no_token_code_state_cookie_or_client_secret_in_json_lines() {
+    full_flow(LogFormat::Json).await;
+}
+
+async fn full_flow(format: LogFormat) {
+    capture(
+        format,
+        "trace,hyper=info,hyper_util=info,h2=info,reqwest=info,redis=info",
+    );
     let stack = Stack::start().await;
     let mut b = stack.browser();
 
@@ -85,16 +124,10 @@ async fn a_full_flow_logs_no_token_code_state_cookie_or_client_secret() {
 
     let log = logs();
     // Not vacuous: the flow was logged, request by request.
-    let requests: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("request") && l.contains("status="))
-        .collect();
-    assert!(requests.len() >= 6, "access log lines: {requests:#?}");
-    for status in ["status=302", "status=200", "status=401"] {
-        assert!(
-            requests.iter().any(|l| l.contains(status)),
-            "no {status} line"
-        );
+    let requests = access_statuses(&log, format);
+    assert!(requests.len() >= 6, "access log lines: {requests:?}");
+    for status in [302, 200, 401] {
+        assert!(requests.contains(&status), "no {status} line");
     }
     assert!(
         log.contains("TRACE") || log.contains("DEBUG"),
@@ -118,8 +151,17 @@ async fn a_full_flow_logs_no_token_code_state_cookie_or_client_secret() {
 
 #[tokio::test]
 async fn refreshes_failures_errors_and_back_channel_logout_log_no_secret_in_any_crate_at_trace() {
+    failure_paths(LogFormat::Text).await;
+}
+
+#[tokio::test]
+async fn refreshes_failures_errors_and_back_channel_logout_log_no_secret_in_json_lines() {
+    failure_paths(LogFormat::Json).await;
+}
+
+async fn failure_paths(format: LogFormat) {
     // Every crate at trace: hyper, h2, reqwest and redis included.
-    capture_logs_with("trace");
+    capture(format, "trace");
     let prefix = unique_prefix("secrecy");
     let opts = ProviderOptions {
         access_token_ttl: std::time::Duration::from_secs(2),
@@ -202,6 +244,7 @@ async fn refreshes_failures_errors_and_back_channel_logout_log_no_secret_in_any_
         log.contains("h2") || log.contains("hyper") || log.contains("reqwest"),
         "third-party crates were captured at trace"
     );
+    assert!(access_statuses(&log, format).contains(&401), "access lines");
     for (what, secret) in &secrets {
         assert_absent(&log, what, secret);
     }

@@ -41,6 +41,8 @@ pub const DEFAULT_ALGS: [&str; 3] = ["RS256", "PS256", "ES256"];
 pub const DEFAULT_POST_LOGOUT_REDIRECT_PARAM: &str = "post_logout_redirect_uri";
 pub const DEFAULT_METADATA_REFRESH_MIN: &str = "1m";
 pub const DEFAULT_METADATA_REFRESH_MAX: &str = "1h";
+pub const DEFAULT_SERVICE_NAME: &str = "gatehouse";
+pub const DEFAULT_SAMPLE_RATIO: f64 = 1.0;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 
@@ -53,6 +55,8 @@ pub struct FileConfig {
     pub auth: AuthFile,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
+    #[serde(default)]
+    pub telemetry: TelemetryFile,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -79,6 +83,8 @@ pub struct ServerFile {
     pub watch_config: Option<bool>,
     /// Most WebSockets relayed at once; more handshakes get 503.
     pub max_websockets: Option<usize>,
+    /// Address of the separate `/metrics` listener; unset = no metrics.
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -166,6 +172,16 @@ pub struct AuthFile {
     pub login_rate_burst: Option<u32>,
     pub csrf_header: Option<String>,
     pub csrf_value: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+
+pub struct TelemetryFile {
+    /// OTLP/HTTP collector base URL (`http://127.0.0.1:4318`); unset = no trace export.
+    pub otlp_endpoint: Option<String>,
+    pub service_name: Option<String>,
+    /// Share of new traces recorded (0.0–1.0); a trusted caller's sampling decision wins.
+    pub sample_ratio: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

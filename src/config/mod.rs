@@ -32,6 +32,7 @@ pub struct Config {
     pub session: SessionConfig,
     pub auth: AuthConfig,
     pub routes: RouteTable,
+    pub telemetry: TelemetryConfig,
     /// Non-fatal remarks to log at start-up (e.g. an ephemeral key for the memory store).
     pub warnings: Vec<String>,
     /// The file model this was validated from: a reload compares it with the new one to tell
@@ -68,6 +69,24 @@ pub struct ServerConfig {
     pub watch_config: bool,
     /// Most WebSockets relayed at once by this instance.
     pub max_websockets: usize,
+}
+
+/// Metrics and trace export; everything off by default.
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryConfig {
+    /// `server.metrics_listen`: where `/metrics` is served, never the public listener.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `[telemetry] otlp_endpoint` and friends: where spans are exported.
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// OpenTelemetry trace export over OTLP/HTTP (protobuf).
+#[derive(Debug, Clone)]
+pub struct OtlpConfig {
+    /// The traces endpoint itself: the configured base URL with `/v1/traces`.
+    pub endpoint: Url,
+    pub service_name: String,
+    pub sample_ratio: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,6 +22,7 @@ use crate::error::Error;
 use crate::oidc::OidcError;
 use crate::pipeline::Ctx;
 use crate::response::{self, Body};
+use crate::telemetry::outcomes::{self, LogoutKind};
 
 /// Largest back-channel logout request body read.
 const MAX_LOGOUT_BODY: usize = crate::config::MAX_ENDPOINT_BODY as usize;
@@ -59,6 +60,7 @@ pub(super) async fn logout(
                 return Err(Error::LogoutForbidden);
             }
             sessions.destroy(&loaded).await?;
+            outcomes::logout(LogoutKind::User);
             crate::oidc::revoke::revoke_tokens(app, &loaded.session.tokens).await;
             tracing::info!("session ended by logout");
             let hint = if post {
@@ -130,6 +132,7 @@ pub(super) async fn backchannel_logout(
             return Err(e.into());
         }
     };
+    outcomes::logout(LogoutKind::BackChannel);
     tracing::info!(
         sessions = ended,
         by_sid = claims.sid.is_some(),

@@ -21,6 +21,7 @@ use crate::error::Error;
 use crate::pipeline::Ctx;
 use crate::ratelimit::Budget;
 use crate::response::{self, Body};
+use crate::telemetry::outcomes;
 
 /// Answers the request if it is for one of our endpoints; otherwise hands it back.
 pub async fn dispatch<'a>(
@@ -66,8 +67,11 @@ pub async fn dispatch<'a>(
     let res = match name {
         "healthz" if get => response::json(StatusCode::OK, &json!({"status": "ok"})),
         "readyz" if get => readyz(app).await,
-        "login" if get => login::login(app, &req, ctx).await?,
-        "callback" if get => login::callback(app, &req, ctx).await?,
+        "login" if get => counted(login::login(app, &req, ctx).await, outcomes::login_started)?,
+        "callback" if get => counted(
+            login::callback(app, &req, ctx).await,
+            outcomes::login_completed,
+        )?,
         "user" if get => user(app, &req, ctx).await?,
         "logout" if get || req.method() == Method::POST => logout::logout(app, &req, ctx).await?,
         "backchannel-logout" if req.method() == Method::POST => {
@@ -76,6 +80,15 @@ pub async fn dispatch<'a>(
         _ => return Err(Error::MethodNotAllowed),
     };
     Ok(Ok(res))
+}
+
+/// Counts a login step: `ok` when it succeeded, else its failure class.
+fn counted(result: Result<Response<Body>, Error>, ok: fn()) -> Result<Response<Body>, Error> {
+    match &result {
+        Ok(_) => ok(),
+        Err(e) => outcomes::login_failed(e),
+    }
+    result
 }
 
 fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {

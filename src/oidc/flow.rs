@@ -19,7 +19,7 @@ use url::Url;
 use super::token::TokenResponse;
 use super::{Oidc, OidcError};
 use crate::secret::Secret;
-use crate::session::{Identity, LoginTxn, Tokens, now};
+use crate::session::{Identity, LoginTxn, Tokens, now_ms};
 
 /// Access-token lifetime assumed when the provider sends no `expires_in`, or 0.
 pub const DEFAULT_EXPIRES_IN: i64 = 300;
@@ -208,7 +208,7 @@ pub(super) fn tokens_from(
     id_token: Option<Secret>,
     keep_refresh: Option<Secret>,
 ) -> Tokens {
-    let now = now();
+    let now = now_ms();
     let expires_in = access_lifetime(
         response
             .expires_in()
@@ -216,8 +216,8 @@ pub(super) fn tokens_from(
     );
     Tokens {
         access_token: response.access_token().clone(),
-        issued_at: now,
-        access_expires_at: now.saturating_add(expires_in),
+        issued_at_ms: now,
+        access_expires_at_ms: now.saturating_add(expires_in.saturating_mul(1000)),
         refresh_token: response.refresh_token().cloned().or(keep_refresh),
         id_token,
     }

@@ -60,6 +60,7 @@ impl Keys {
             tracing::warn!(jwks_uri = %uri, "the provider's JWKS holds no key gatehouse can use");
         }
         self.install(keys, started);
+        crate::telemetry::outcomes::jwks_refreshed();
         Ok(freshness)
     }
 
@@ -144,9 +145,12 @@ pub async fn fetch(
     http: &reqwest::Client,
     uri: &Url,
 ) -> Result<(CoreJsonWebKeySet, Option<Duration>), String> {
-    let answer = super::net::send(http.get(uri.clone()).header(ACCEPT, "application/json"))
-        .await
-        .map_err(|e| format!("jwks_uri {uri} is unreachable: {e}"))?;
+    let answer = super::net::send(
+        http.get(uri.clone()).header(ACCEPT, "application/json"),
+        "jwks",
+    )
+    .await
+    .map_err(|e| format!("jwks_uri {uri} is unreachable: {e}"))?;
     if answer.status != http::StatusCode::OK {
         return Err(format!(
             "jwks_uri {uri} answered HTTP {}",

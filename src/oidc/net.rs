@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use http::HeaderMap;
 use http::header::{AGE, CACHE_CONTROL};
+use tracing::Instrument as _;
+
+use crate::telemetry::outcomes::{self, ProviderResult};
+use crate::telemetry::trace;
 
 /// Largest provider response read (discovery, JWKS, token): real ones are a few KiB.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -33,25 +37,62 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
-/// Sends `request` and reads the answer; the error is the cause chain, for logs.
-pub async fn send(request: reqwest::RequestBuilder) -> Result<Answer, String> {
-    let mut res = request.send().await.map_err(|e| super::error_chain(&e))?;
+/// Sends `request` to the provider's `endpoint` (a name in
+/// `telemetry::outcomes::PROVIDER_ENDPOINTS`) and reads the answer, in a `provider` span and
+/// counted by outcome; the error is the cause chain, for logs.
+pub async fn send(
+    request: reqwest::RequestBuilder,
+    endpoint: &'static str,
+) -> Result<Answer, String> {
+    let span = trace::provider_span(endpoint);
+    let (result, outcome) = read(request).instrument(span.clone()).await;
+    outcomes::provider_request(endpoint, outcome);
+    if let Ok(answer) = &result {
+        trace::answered(&span, answer.status);
+    }
+    if outcome != ProviderResult::Ok {
+        trace::failed(&span);
+    }
+    result
+}
+
+async fn read(request: reqwest::RequestBuilder) -> (Result<Answer, String>, ProviderResult) {
+    let failed = |e: reqwest::Error| {
+        let outcome = if e.is_timeout() {
+            ProviderResult::Timeout
+        } else {
+            ProviderResult::Unreachable
+        };
+        (Err(super::error_chain(&e)), outcome)
+    };
+    let mut res = match request.send().await {
+        Ok(res) => res,
+        Err(e) => return failed(e),
+    };
     let (status, headers) = (res.status(), res.headers().clone());
     let mut body = Vec::new();
-    while let Some(chunk) = res.chunk().await.map_err(|e| super::error_chain(&e))? {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(format!(
-                "response larger than {} KiB",
-                MAX_RESPONSE_BYTES / 1024
-            ));
+    loop {
+        match res.chunk().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() > MAX_RESPONSE_BYTES => {
+                let why = format!("response larger than {} KiB", MAX_RESPONSE_BYTES / 1024);
+                return (Err(why), ProviderResult::Unreachable);
+            }
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => break,
+            Err(e) => return failed(e),
         }
-        body.extend_from_slice(&chunk);
     }
-    Ok(Answer {
+    let outcome = if status.is_success() {
+        ProviderResult::Ok
+    } else {
+        ProviderResult::ErrorResponse
+    };
+    let answer = Answer {
         status,
         headers,
         body,
-    })
+    };
+    (Ok(answer), outcome)
 }
 
 /// How long the response may be reused: `max-age` minus `Age` (RFC 9111 §4.2), zero for
@@ -111,9 +152,11 @@ mod tests {
     #[tokio::test]
     async fn provider_answers_are_read_up_to_one_mebibyte_only() {
         let http = client(Duration::from_secs(5), &[]).unwrap();
-        let small = send(http.get(serve_body(1000).await)).await.unwrap();
+        let small = send(http.get(serve_body(1000).await), "jwks")
+            .await
+            .unwrap();
         assert_eq!(small.body.len(), 1000);
-        let big = send(http.get(serve_body(MAX_RESPONSE_BYTES + 1).await)).await;
+        let big = send(http.get(serve_body(MAX_RESPONSE_BYTES + 1).await), "jwks").await;
         assert!(big.is_err_and(|e| e.contains("larger than")));
     }
 

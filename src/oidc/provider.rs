@@ -76,12 +76,15 @@ pub async fn fetch_discovery(
     http: &reqwest::Client,
 ) -> Result<(Discovery, Option<Duration>), DiscoveryError> {
     let url = discovery_url(issuer);
-    let answer = super::net::send(http.get(&url).header(ACCEPT, "application/json"))
-        .await
-        .map_err(|detail| DiscoveryError::Unreachable {
-            url: url.clone(),
-            detail,
-        })?;
+    let answer = super::net::send(
+        http.get(&url).header(ACCEPT, "application/json"),
+        "discovery",
+    )
+    .await
+    .map_err(|detail| DiscoveryError::Unreachable {
+        url: url.clone(),
+        detail,
+    })?;
     if answer.status != http::StatusCode::OK {
         return Err(DiscoveryError::Status {
             url,

@@ -29,7 +29,9 @@ use super::flow::{identity, tokens_from};
 use crate::app::App;
 use crate::error::Error;
 use crate::secret::Secret;
-use crate::session::{Identity, Loaded, Session, TokenWrite, Tokens, now, now_ms, random_token};
+use crate::session::{Identity, Loaded, Session, TokenWrite, Tokens, now_ms, random_token};
+use crate::telemetry::outcomes::{self, RefreshResult};
+use crate::telemetry::trace;
 
 /// How often a request waiting for another instance's refresh re-reads the session.
 const CLAIM_POLL: Duration = Duration::from_millis(50);
@@ -38,9 +40,9 @@ const WRITE_RETRY_FIRST: Duration = Duration::from_millis(50);
 const WRITE_RETRY_MAX: Duration = Duration::from_millis(500);
 
 /// Whether the access token is due for refresh at `now`.
-pub fn due(tokens: &Tokens, skew: i64, now: i64) -> bool {
-    let lifetime = (tokens.access_expires_at - tokens.issued_at).max(0);
-    now >= tokens.access_expires_at - skew.min(lifetime / 2)
+pub fn due(tokens: &Tokens, skew_ms: i64, now_ms: i64) -> bool {
+    let lifetime = (tokens.access_expires_at_ms - tokens.issued_at_ms).max(0);
+    now_ms >= tokens.access_expires_at_ms - skew_ms.min(lifetime / 2)
 }
 
 /// Per-instance single flight: one refresh per session at a time in this process.
@@ -77,20 +79,25 @@ impl Flights {
 /// The refresh runs in its own task: a browser that cancels its request after the provider
 /// rotated the refresh token must not take the new tokens down with it.
 pub async fn ensure_fresh(app: &Arc<App>, loaded: &mut Loaded) -> Result<Secret, Error> {
-    let skew = i64::try_from(app.config().oidc.refresh_skew.as_secs()).unwrap_or(60);
-    if !due(&loaded.session.tokens, skew, now()) {
+    let skew = i64::try_from(app.config().oidc.refresh_skew.as_millis()).unwrap_or(60_000);
+    if !due(&loaded.session.tokens, skew, now_ms()) {
         return Ok(loaded.session.tokens.access_token.clone());
     }
     let (app, mut owned) = (Arc::clone(app), loaded.clone());
-    let task = tokio::spawn(async move {
+    let task = tokio::spawn(trace::carry(async move {
         let flight = Flight::enter(&app.flights, &owned.key);
+        let mut outcome = None;
         let result = {
             let _one_at_a_time = flight.mutex.lock().await;
-            refresh_in_flight(&app, &mut owned, skew).await
+            refresh_in_flight(&app, &mut owned, skew, &mut outcome).await
         };
         drop(flight);
+        outcomes::refresh(outcome.unwrap_or_else(|| match &result {
+            Ok(_) => RefreshResult::Ok,
+            Err(e) => RefreshResult::of_error(e),
+        }));
         (result, owned)
-    });
+    }));
     match task.await {
         Ok((result, owned)) => {
             *loaded = owned;
@@ -134,10 +141,12 @@ async fn reload(app: &App, loaded: &mut Loaded) -> Result<(), Error> {
     Ok(())
 }
 
+/// `outcome` is set where the result alone does not tell how the refresh ended.
 async fn refresh_in_flight(
     app: &Arc<App>,
     loaded: &mut Loaded,
     skew: i64,
+    outcome: &mut Option<RefreshResult>,
 ) -> Result<Secret, Error> {
     let owner = random_token();
     let lease = app.config().session.refresh_lock_lease;
@@ -148,7 +157,8 @@ async fn refresh_in_flight(
     loop {
         // A request of this instance, or another instance, may have refreshed meanwhile.
         reload(app, loaded).await?;
-        if !due(&loaded.session.tokens, skew, now()) {
+        if !due(&loaded.session.tokens, skew, now_ms()) {
+            *outcome = Some(RefreshResult::LockWait);
             return Ok(loaded.session.tokens.access_token.clone());
         }
         let held_by_other = loaded
@@ -158,6 +168,7 @@ async fn refresh_in_flight(
             .is_some_and(|c| c.owner != owner && c.until_ms > now_ms());
         if held_by_other {
             if Instant::now() > give_up {
+                *outcome = Some(RefreshResult::LockTimeout);
                 return keep_or_fail(loaded, "another instance holds the refresh claim".into());
             }
             tokio::time::sleep(CLAIM_POLL).await;
@@ -167,7 +178,7 @@ async fn refresh_in_flight(
             break;
         }
     }
-    refresh_claimed(app, loaded, &owner).await
+    refresh_claimed(app, loaded, &owner, outcome).await
 }
 
 /// Holding the claim: present the refresh token once and store what comes back.
@@ -175,9 +186,11 @@ async fn refresh_claimed(
     app: &Arc<App>,
     loaded: &mut Loaded,
     owner: &str,
+    outcome: &mut Option<RefreshResult>,
 ) -> Result<Secret, Error> {
     let Some(refresh_token) = loaded.session.tokens.refresh_token.clone() else {
-        if now() < loaded.session.tokens.access_expires_at {
+        *outcome = Some(RefreshResult::NoRefreshToken);
+        if now_ms() < loaded.session.tokens.access_expires_at_ms {
             app.sessions.release_refresh(loaded, owner).await;
             return Ok(loaded.session.tokens.access_token.clone());
         }
@@ -186,18 +199,21 @@ async fn refresh_claimed(
         return Err(Error::Unauthenticated);
     };
     match refresh(app, &loaded.session, &refresh_token).await {
-        Ok(refreshed) => store(app, loaded, owner, &refresh_token, refreshed).await,
+        Ok(refreshed) => store(app, loaded, owner, &refresh_token, refreshed, outcome).await,
         Err(OidcError::TokenRejected(code)) if code == "invalid_grant" => {
+            *outcome = Some(RefreshResult::InvalidGrant);
             app.sessions.destroy(loaded).await?;
             tracing::info!("session ended: the provider refused the refresh token");
             Err(Error::Unauthenticated)
         }
         Err(e @ OidcError::InvalidIdToken(_)) => {
+            *outcome = Some(RefreshResult::IdTokenRejected);
             app.sessions.destroy(loaded).await?;
             tracing::warn!(error = %e, "session ended: refreshed id token rejected");
             Err(Error::Unauthenticated)
         }
         Err(e) => {
+            *outcome = Some(RefreshResult::ProviderError);
             app.sessions.release_refresh(loaded, owner).await;
             keep_or_fail(loaded, e.to_string())
         }
@@ -212,6 +228,7 @@ async fn store(
     owner: &str,
     presented: &Secret,
     refreshed: Refreshed,
+    outcome: &mut Option<RefreshResult>,
 ) -> Result<Secret, Error> {
     // The write must land while no other instance could take over, clock margin included.
     let margin = i64::try_from(app.config().session.refresh_lease_margin.as_millis()).unwrap_or(0);
@@ -234,11 +251,13 @@ async fn store(
                 return Ok(loaded.session.tokens.access_token.clone());
             }
             Ok(TokenWrite::Gone) => {
+                *outcome = Some(RefreshResult::SessionEnded);
                 tracing::info!("session ended while refreshing; revoking the new tokens");
                 revoke_in_background(app, orphaned(&refreshed.tokens, presented));
                 return Err(Error::Unauthenticated);
             }
             Ok(TokenWrite::Lost) => {
+                *outcome = Some(RefreshResult::Overtaken);
                 tracing::warn!("refreshed tokens were overtaken by a newer write; revoking ours");
                 let mut ours = orphaned(&refreshed.tokens, presented);
                 if ours.refresh_token == loaded.session.tokens.refresh_token {
@@ -253,6 +272,7 @@ async fn store(
                 delay = (delay * 2).min(WRITE_RETRY_MAX);
             }
             Err(e) => {
+                *outcome = Some(RefreshResult::StoreError);
                 tracing::warn!(error = %e, "refreshed tokens could not be stored in time; revoking them");
                 revoke_in_background(app, orphaned(&refreshed.tokens, presented));
                 return Err(e.into());
@@ -278,12 +298,14 @@ fn orphaned(minted: &Tokens, presented: &Secret) -> Tokens {
 
 fn revoke_in_background(app: &Arc<App>, tokens: Tokens) {
     let app = Arc::clone(app);
-    tokio::spawn(async move { super::revoke::revoke_tokens(&app, &tokens).await });
+    tokio::spawn(trace::carry(async move {
+        super::revoke::revoke_tokens(&app, &tokens).await;
+    }));
 }
 
 /// A transient failure: forward with the current token while it is valid, else 503.
 fn keep_or_fail(loaded: &Loaded, why: String) -> Result<Secret, Error> {
-    if now() < loaded.session.tokens.access_expires_at {
+    if now_ms() < loaded.session.tokens.access_expires_at_ms {
         tracing::warn!(error = %why, "refresh failed, forwarding with the current token");
         Ok(loaded.session.tokens.access_token.clone())
     } else {
@@ -358,8 +380,8 @@ mod tests {
     fn tokens(issued: i64, expires: i64) -> Tokens {
         Tokens {
             access_token: Secret::new("a"),
-            issued_at: issued,
-            access_expires_at: expires,
+            issued_at_ms: issued,
+            access_expires_at_ms: expires,
             refresh_token: None,
             id_token: None,
         }
@@ -367,10 +389,13 @@ mod tests {
 
     #[test]
     fn refresh_is_due_within_the_skew_but_never_before_half_the_lifetime() {
-        assert!(!due(&tokens(0, 3600), 60, 3500));
-        assert!(due(&tokens(0, 3600), 60, 3541));
+        assert!(!due(&tokens(0, 3_600_000), 60_000, 3_500_000));
+        assert!(due(&tokens(0, 3_600_000), 60_000, 3_541_000));
         // A 60 s token with a 60 s skew is refreshed after 30 s, not immediately.
-        assert!(!due(&tokens(0, 60), 60, 10));
-        assert!(due(&tokens(0, 60), 60, 30));
+        assert!(!due(&tokens(0, 60_000), 60_000, 10_000));
+        assert!(due(&tokens(0, 60_000), 60_000, 30_000));
+        // A 2 s token is due after exactly 1 s, not up to a second early or late.
+        assert!(!due(&tokens(5_000, 7_000), 60_000, 5_999));
+        assert!(due(&tokens(5_000, 7_000), 60_000, 6_000));
     }
 }

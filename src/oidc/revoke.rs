@@ -25,17 +25,17 @@ pub async fn revoke_tokens(app: &App, tokens: &Tokens) {
         let request = app
             .oidc
             .client_auth(app.oidc.http().post(url.clone()), &mut form);
-        match request.form(&form).send().await {
-            Ok(res) if res.status().is_success() => {
+        match super::net::send(request.form(&form), "revocation").await {
+            Ok(res) if res.status.is_success() => {
                 tracing::debug!(kind, "token revoked at the provider")
             }
             Ok(res) => tracing::warn!(
                 kind,
-                status = res.status().as_u16(),
+                status = res.status.as_u16(),
                 "provider refused to revoke the token"
             ),
             Err(e) => {
-                tracing::warn!(kind, error = %super::error_chain(&e), "could not reach the revocation endpoint")
+                tracing::warn!(kind, error = %e, "could not reach the revocation endpoint")
             }
         }
     }

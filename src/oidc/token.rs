@@ -166,7 +166,7 @@ impl Oidc {
             .post(provider.endpoints.token.clone())
             .header(ACCEPT, "application/json");
         let request = self.client_auth(request, &mut form).form(&form);
-        let answer = super::net::send(request)
+        let answer = super::net::send(request, "token")
             .await
             .map_err(OidcError::ProviderUnavailable)?;
         if answer.status.is_success() {

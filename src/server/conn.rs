@@ -17,6 +17,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::response::Body;
+use crate::telemetry::metrics::OpenConnection;
 
 /// Requests in flight on one connection and when it last became idle.
 pub struct Activity {
@@ -125,14 +126,22 @@ pub struct Slot {
     _permit: OwnedSemaphorePermit,
     _ip: IpSlot,
     _alive: mpsc::Sender<()>,
+    /// Counts the connection in `gatehouse_open_connections` while it lives.
+    _open: OpenConnection,
 }
 
 impl Slot {
-    pub fn new(permit: OwnedSemaphorePermit, ip: IpSlot, alive: mpsc::Sender<()>) -> Arc<Slot> {
+    pub fn new(
+        permit: OwnedSemaphorePermit,
+        ip: IpSlot,
+        alive: mpsc::Sender<()>,
+        open: OpenConnection,
+    ) -> Arc<Slot> {
         Arc::new(Slot {
             _permit: permit,
             _ip: ip,
             _alive: alive,
+            _open: open,
         })
     }
 }

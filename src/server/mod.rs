@@ -75,6 +75,7 @@ pub async fn run_reloadable(
             Arc::new(crate::config::ProcessEnv),
         ))
     });
+    app.metrics.install_global();
     serve(listener, app, shutdown).await;
     if let Some(task) = reloads {
         task.abort();
@@ -82,9 +83,12 @@ pub async fn run_reloadable(
     Ok(())
 }
 
-/// Serves an already built `app` (tests keep a handle on it to look inside).
+/// Serves an already built `app` (tests keep a handle on it to look inside), and `/metrics`
+/// when configured. Only [`run`] installs the metrics recorder for the whole process; callers
+/// of `serve` install it where they want the counters recorded (tests: their own thread).
 pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
     let discovery = tokio::spawn(discover(Arc::clone(&app)));
+    let scrape = crate::telemetry::scrape::spawn(&app.metrics);
     let store = app.sessions.store.clone();
     tokio::spawn(async move { store.probe().await });
     let limits = tokio::spawn(forget_quiet_clients(Arc::clone(&app)));
@@ -125,6 +129,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let open = app.metrics.connection_opened();
         let (app, builder, alive, stopping) = (
             Arc::clone(&app),
             Arc::clone(&builder),
@@ -132,7 +137,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
             stopping.clone(),
         );
         tokio::spawn(async move {
-            let slot = Slot::new(permit, ip_slot, alive);
+            let slot = Slot::new(permit, ip_slot, alive, open);
             connection(app, &builder, stream, peer, stopping, slot).await;
         });
     }
@@ -149,6 +154,10 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
     tokio::select! {
         _ = drained.recv() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(app.config().server.shutdown_grace) => tracing::warn!("shutdown grace elapsed with connections still open"),
+    }
+    // Scrapes go on while connections drain.
+    if let Some(scrape) = scrape {
+        scrape.abort();
     }
 }
 

@@ -194,11 +194,11 @@ impl Sessions {
                     self.ttl(&loaded.session),
                 );
                 loaded.raw.clone_from(&sealed);
-                tokio::spawn(async move {
+                tokio::spawn(crate::telemetry::trace::carry(async move {
                     if let Err(e) = store.replace(&key, &expected, &sealed, ttl).await {
                         tracing::warn!(error = %e, "could not slide the session's idle timeout");
                     }
-                });
+                }));
             }
         }
         Ok(Some(loaded))
@@ -236,6 +236,7 @@ impl Sessions {
                 self.max_lifetime(),
             )
             .await?;
+        crate::telemetry::outcomes::session_created();
         Ok(self.keys.load().seal(&self.cookie_name, &secret.to_bytes()))
     }
 

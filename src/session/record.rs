@@ -125,11 +125,13 @@ pub fn open<T: DeserializeOwned>(
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Tokens {
     pub access_token: Secret,
-    /// Unix seconds when the access token was obtained.
+    /// Unix milliseconds when the access token was obtained (milliseconds, so that short
+    /// lifetimes are planned exactly; a record without it reads as expired and refreshes).
     #[serde(default)]
-    pub issued_at: i64,
-    /// Unix seconds; the provider's `expires_in` after the exchange, or a default.
-    pub access_expires_at: i64,
+    pub issued_at_ms: i64,
+    /// Unix milliseconds; the provider's `expires_in` after the exchange, or a default.
+    #[serde(default)]
+    pub access_expires_at_ms: i64,
     pub refresh_token: Option<Secret>,
     pub id_token: Option<Secret>,
 }
@@ -212,8 +214,8 @@ mod tests {
     fn debug_of_a_session_never_shows_a_token_or_the_logout_handle() {
         let tokens = Tokens {
             access_token: Secret::new("access-token-value"),
-            issued_at: 0,
-            access_expires_at: 0,
+            issued_at_ms: 0,
+            access_expires_at_ms: 0,
             refresh_token: Some(Secret::new("refresh-token-value")),
             id_token: Some(Secret::new("id-token-value")),
         };

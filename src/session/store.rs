@@ -1,7 +1,7 @@
 //! The session store: opaque bytes under string keys with a TTL, in Redis or in memory.
 //! An enum rather than a trait object: two backends, no boxing on the hot path.
 //! Every operation is bounded by `session.store_timeout`; a slow or dead store is an error
-//! (503 to the client), never a logout.
+//! (503 to the client), never a logout. Every operation is timed and traced (`call`).
 
 use std::time::Duration;
 
@@ -57,17 +57,23 @@ impl Store {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        match self {
-            Store::Memory(m) => Ok(m.get(key)),
-            Store::Redis(r) => r.get(key).await,
-        }
+        self.call("get", async {
+            match self {
+                Store::Memory(m) => Ok(m.get(key)),
+                Store::Redis(r) => r.get(key).await,
+            }
+        })
+        .await
     }
 
     pub async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
-        match self {
-            Store::Memory(m) => m.set(key, value, ttl),
-            Store::Redis(r) => r.set(key, value, ttl).await,
-        }
+        self.call("set", async {
+            match self {
+                Store::Memory(m) => m.set(key, value, ttl),
+                Store::Redis(r) => r.set(key, value, ttl).await,
+            }
+        })
+        .await
     }
 
     /// Replaces `key` only while it still holds `expected`: a write based on a stale read
@@ -79,34 +85,46 @@ impl Store {
         value: &[u8],
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        match self {
-            Store::Memory(m) => m.replace(key, expected, value, ttl),
-            Store::Redis(r) => r.replace(key, expected, value, ttl).await,
-        }
+        self.call("replace", async {
+            match self {
+                Store::Memory(m) => m.replace(key, expected, value, ttl),
+                Store::Redis(r) => r.replace(key, expected, value, ttl).await,
+            }
+        })
+        .await
     }
 
     /// Deletes `key`; returns whether it existed.
     pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        match self {
-            Store::Memory(m) => Ok(m.delete(key)),
-            Store::Redis(r) => r.delete(key).await,
-        }
+        self.call("delete", async {
+            match self {
+                Store::Memory(m) => Ok(m.delete(key)),
+                Store::Redis(r) => r.delete(key).await,
+            }
+        })
+        .await
     }
 
     /// Whether a marker written by [`Store::put_new`] exists.
     pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
-        match self {
-            Store::Memory(m) => Ok(m.exists(key)),
-            Store::Redis(r) => r.exists(key).await,
-        }
+        self.call("exists", async {
+            match self {
+                Store::Memory(m) => Ok(m.exists(key)),
+                Store::Redis(r) => r.exists(key).await,
+            }
+        })
+        .await
     }
 
     /// Writes a marker only if `key` is absent; false when it already existed (replay check).
     pub async fn put_new(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
-        match self {
-            Store::Memory(m) => Ok(m.put_new(key, ttl)),
-            Store::Redis(r) => r.set_nx(key, "1", ttl).await,
-        }
+        self.call("put_new", async {
+            match self {
+                Store::Memory(m) => Ok(m.put_new(key, ttl)),
+                Store::Redis(r) => r.set_nx(key, "1", ttl).await,
+            }
+        })
+        .await
     }
 
     /// Adds `member` to the set `key` (a session index), which lives at least `ttl`.
@@ -116,18 +134,24 @@ impl Store {
         member: &str,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        match self {
-            Store::Memory(m) => m.index_add(key, member, ttl),
-            Store::Redis(r) => r.index_add(key, member, ttl).await,
-        }
+        self.call("index_add", async {
+            match self {
+                Store::Memory(m) => m.index_add(key, member, ttl),
+                Store::Redis(r) => r.index_add(key, member, ttl).await,
+            }
+        })
+        .await
     }
 
     /// Removes `member` from the set `key`.
     pub async fn index_remove(&self, key: &str, member: &str) -> Result<(), StoreError> {
-        match self {
-            Store::Memory(m) => m.index_remove(key, member),
-            Store::Redis(r) => r.index_remove(key, member).await,
-        }
+        self.call("index_remove", async {
+            match self {
+                Store::Memory(m) => m.index_remove(key, member),
+                Store::Redis(r) => r.index_remove(key, member).await,
+            }
+        })
+        .await
     }
 
     /// The members of the set `key`, left in place.
@@ -140,10 +164,13 @@ impl Store {
 
     /// Removes the set `key` and returns its members.
     pub async fn index_take(&self, key: &str) -> Result<Vec<String>, StoreError> {
-        match self {
-            Store::Memory(m) => Ok(m.index_take(key)),
-            Store::Redis(r) => r.index_take(key).await,
-        }
+        self.call("index_take", async {
+            match self {
+                Store::Memory(m) => Ok(m.index_take(key)),
+                Store::Redis(r) => r.index_take(key).await,
+            }
+        })
+        .await
     }
 
     /// Pings the store once and logs the outcome, naming the cause of a failure, so that a
@@ -170,10 +197,22 @@ impl Store {
 
     /// Whether the store answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match self {
-            Store::Memory(_) => Ok(()),
-            Store::Redis(r) => r.ping().await,
-        }
+        self.call("ping", async {
+            match self {
+                Store::Memory(_) => Ok(()),
+                Store::Redis(r) => r.ping().await,
+            }
+        })
+        .await
+    }
+
+    /// One call `op` (a name in `telemetry::outcomes::STORE_OPS`), timed, counted and traced.
+    async fn call<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        crate::telemetry::outcomes::store_call(op, self.kind(), call).await
     }
 }
 

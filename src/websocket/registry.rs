@@ -101,6 +101,7 @@ impl Sockets {
         if let Some(key) = session {
             open.by_session.entry(key.to_owned()).or_default().push(id);
         }
+        crate::telemetry::metrics::websocket_opened();
         Ok(Registered {
             sockets: Arc::clone(self),
             id,
@@ -175,6 +176,7 @@ impl Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         self.sockets.remove(self.id);
+        crate::telemetry::metrics::websocket_closed();
     }
 }
 

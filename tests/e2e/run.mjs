@@ -198,7 +198,7 @@ async function main() {
 
   await step('sign out at the provider (not via gatehouse): it POSTs a logout token to /auth/backchannel-logout', async () => {
     const delivered = eventCount(s, 'EVENT backchannel.success bff sid=yes');
-    const ended = () => s.gatehouse.text.split('\n').filter((l) => /INFO back-channel logout sessions=1 by_sid=true/.test(l)).length;
+    const ended = () => s.gatehouse.text.split('\n').filter((l) => /INFO (request\{request_id=\w+\}: )?back-channel logout sessions=1 by_sid=true/.test(l)).length;
     const endedBefore = ended();
     await s.page.goto(`${s.op}/session/end`);
     await s.page.getByRole('button', { name: 'Yes, sign me out' }).click();

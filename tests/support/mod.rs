@@ -8,6 +8,8 @@
     reason = "test fixtures fail loudly"
 )]
 
+pub mod collector;
+pub mod prometheus;
 pub mod provider;
 pub mod redis_topology;
 pub mod upstream;
@@ -63,6 +65,40 @@ pub fn capture_logs() {
 /// Like [`capture_logs`] with a filter of the test's choosing (call it before starting
 /// anything).
 pub fn capture_logs_with(filter: &str) {
+    install_capture(|writer| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(writer)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    });
+}
+
+/// A layer of the subscriber the test captures with (an exporter's, say).
+pub type ExtraLayer =
+    Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+/// Captures this thread's lines in gatehouse's own `format` (what `--log-format` selects),
+/// with `filter`, plus `extra` layers (call it before starting anything).
+pub fn capture_logs_as(
+    format: gatehouse::telemetry::LogFormat,
+    filter: &str,
+    extra: Vec<ExtraLayer>,
+) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    install_capture(|writer| {
+        let mut layers = vec![gatehouse::telemetry::logs::layer(format, filter, writer)];
+        layers.extend(extra);
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(layers))
+    });
+}
+
+fn install_capture(
+    subscriber: impl FnOnce(
+        Box<dyn Fn() -> LogWriter + Send + Sync>,
+    ) -> tracing::subscriber::DefaultGuard,
+) {
     CAPTURE.with(|c| {
         let mut c = c.borrow_mut();
         if c.is_some() {
@@ -70,12 +106,7 @@ pub fn capture_logs_with(filter: &str) {
         }
         let buf: LogBuffer = Arc::default();
         let writer_buf = Arc::clone(&buf);
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(false)
-            .with_writer(move || LogWriter(Arc::clone(&writer_buf)))
-            .finish();
-        let guard = tracing::subscriber::set_default(subscriber);
+        let guard = subscriber(Box::new(move || LogWriter(Arc::clone(&writer_buf))));
         *c = Some((buf, guard));
     });
 }
@@ -133,6 +164,7 @@ impl Gatehouse {
             .replace("{listen}", &addr.to_string());
         let config = Config::from_toml(&text, &NoEnv).unwrap_or_else(|e| panic!("{e}"));
         let app = Arc::new(gatehouse::app::App::new(config).unwrap());
+        prometheus::record_here(&app);
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = Arc::clone(&app);
         let task = tokio::spawn(async move {
@@ -293,6 +325,23 @@ pub struct Stack {
 impl Stack {
     pub async fn start() -> Stack {
         Self::with(ProviderOptions::default(), "").await
+    }
+
+    /// The usual stack with extra `[server]` lines.
+    pub async fn with_server(opts: ProviderOptions, server: &str, extra_session: &str) -> Stack {
+        let provider = TestProvider::start(opts).await;
+        let upstream = EchoUpstream::start().await;
+        let text = config(&provider, &upstream, extra_session).replacen(
+            "shutdown_grace = \"5s\"",
+            &format!("shutdown_grace = \"5s\"\n{server}"),
+            1,
+        );
+        let gh = Gatehouse::start(&text).await;
+        Stack {
+            provider,
+            upstream,
+            gh,
+        }
     }
 
     pub async fn with(opts: ProviderOptions, extra_session: &str) -> Stack {

@@ -8,6 +8,7 @@ mod routes;
 mod server;
 mod session;
 mod static_site;
+mod telemetry;
 
 use std::time::Duration;
 
@@ -89,6 +90,13 @@ pub(super) fn validate(file: FileConfig, env: &dyn EnvSource) -> Result<Config, 
     let mut session = session::session(&file.session, env, &mut errs, &mut warnings);
     refresh_lease(&mut session, &oidc, &mut errs);
     let routes = routes::routes(&file.routes, &auth, &server.public_origin, &mut errs);
+    let telemetry = telemetry::telemetry(
+        &file.telemetry,
+        file.server.metrics_listen.as_deref(),
+        server.listen,
+        &mut errs,
+        &mut warnings,
+    );
 
     if errs.0.is_empty() {
         Ok(Config {
@@ -97,6 +105,7 @@ pub(super) fn validate(file: FileConfig, env: &dyn EnvSource) -> Result<Config, 
             session,
             auth,
             routes,
+            telemetry,
             warnings,
             file,
         })

@@ -1,0 +1,157 @@
+//! Log output: text or JSON lines, on stderr through a background writer.
+//!
+//! JSON lines are tracing-subscriber's JSON format with the event's fields at the top level:
+//! `timestamp`, `level`, `message`, the event's own fields (`method`, `route`, `status`,
+//! `latency_us`, `session`, `error`, …), `target`, and `span` (`{"name":"request",
+//! "request_id":"…"}`) on every line logged while a request is handled. Field names are
+//! stable; README.md lists them.
+
+use std::io::IsTerminal as _;
+use std::str::FromStr;
+
+use tracing::Subscriber;
+use tracing_subscriber::filter::{EnvFilter, FilterExt as _, filter_fn};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::{Layer, fmt};
+
+use super::trace::TRACE_TARGET;
+
+/// `--log-format` / `GATEHOUSE_LOG_FORMAT`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("unknown log format {other:?}: use text or json")),
+        }
+    }
+}
+
+/// The filter used when none (or an invalid one) is given.
+pub const DEFAULT_FILTER: &str = "info";
+
+/// The log layer gatehouse runs with, writing to `writer`: `filter` is a `RUST_LOG`-style
+/// directive list (invalid → [`DEFAULT_FILTER`]); trace spans never show (`trace` rule 3).
+pub fn layer<S, W>(format: LogFormat, filter: &str, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let filter = filter.and(filter_fn(|meta| meta.target() != TRACE_TARGET));
+    match format {
+        LogFormat::Text => fmt::layer()
+            .with_writer(writer)
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::*;
+    use crate::telemetry::request_id::RequestId;
+    use crate::telemetry::trace::{RequestSpans, store_span};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The lines logged by `f` in `format` with `filter`.
+    fn logged(format: LogFormat, filter: &str, f: impl FnOnce()) -> Vec<String> {
+        let buf = Buffer::default();
+        let writer = buf.clone();
+        let subscriber =
+            tracing_subscriber::registry().with(layer(format, filter, move || writer.clone()));
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    fn in_a_request() {
+        let id = RequestId::choose(&http::HeaderMap::new(), false);
+        let spans = RequestSpans::start(&id, &http::Method::GET, &http::HeaderMap::new(), false);
+        let _log = spans_log(&spans);
+        let store = store_span("get", "memory");
+        let _in_store = store.enter();
+        tracing::warn!(route = "/api/", status = 503u16, "request failed");
+    }
+
+    fn spans_log(spans: &RequestSpans) -> tracing::span::EnteredSpan {
+        spans.log_span().clone().entered()
+    }
+
+    #[test]
+    fn json_lines_carry_stable_top_level_fields_and_the_request_id() {
+        let lines = logged(LogFormat::Json, "info", in_a_request);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let line: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["message"], "request failed");
+        assert_eq!(line["route"], "/api/");
+        assert_eq!(line["status"], 503);
+        assert_eq!(line["span"]["name"], "request", "{line}");
+        assert_eq!(line["span"]["request_id"].as_str().unwrap().len(), 32);
+        assert!(line["timestamp"].is_string() && line["target"].is_string());
+    }
+
+    #[test]
+    fn text_lines_carry_the_request_id_and_no_trace_span() {
+        let lines = logged(LogFormat::Text, "info", in_a_request);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("request{request_id="), "{}", lines[0]);
+        assert!(!lines[0].contains("store"), "{}", lines[0]);
+        assert!(!lines[0].contains("db."), "{}", lines[0]);
+    }
+
+    #[test]
+    fn the_request_id_survives_a_filter_that_only_keeps_warnings() {
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let lines = logged(format, "warn", in_a_request);
+            assert_eq!(lines.len(), 1);
+            assert!(lines[0].contains("request_id"), "{format:?}: {}", lines[0]);
+        }
+    }
+
+    #[test]
+    fn log_formats_parse_case_insensitively_and_refuse_others() {
+        assert_eq!("JSON".parse::<LogFormat>(), Ok(LogFormat::Json));
+        assert_eq!("text".parse::<LogFormat>(), Ok(LogFormat::Text));
+        assert!("xml".parse::<LogFormat>().is_err());
+    }
+}
