@@ -90,6 +90,8 @@ pub struct Route {
     pub websocket_idle_timeout: Duration,
     /// Speak HTTP/2 only to the upstream (prior knowledge on `http://`: h2c, gRPC).
     pub upstream_http2: bool,
+    /// Largest request body forwarded (`max_body`): a larger one is refused with 413.
+    pub max_body: Option<u64>,
 }
 
 impl Route {
@@ -201,6 +203,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             stream_idle_timeout: Duration::from_secs(1),
             websocket_idle_timeout: Duration::from_secs(1),
+            max_body: None,
             upstream_http2: false,
         }
     }

@@ -417,3 +417,56 @@ async fn an_upstream_cannot_set_or_clear_gatehouses_own_cookies() {
     );
     assert_eq!(b.api(Method::GET, "/api/x").await.status(), 200);
 }
+
+#[tokio::test]
+async fn a_route_with_max_body_refuses_larger_bodies_with_413_before_the_upstream_sees_them() {
+    let provider = TestProvider::start(ProviderOptions::default()).await;
+    let upstream = EchoUpstream::start().await;
+    let text = config(&provider, &upstream, "").replacen(
+        "[[routes]]\npath = \"/\"",
+        &format!(
+            "[[routes]]\npath = \"/small/\"\nupstream = \"{}\"\nauth = \"none\"\nmax_body = \"1KiB\"\n\n[[routes]]\npath = \"/\"",
+            upstream.url()
+        ),
+        1,
+    );
+    let gh = Gatehouse::start(&text).await;
+    let http = reqwest::Client::new();
+    let post = |body: reqwest::Body| http.post(gh.url("/small/upload")).body(body).send();
+
+    let at_limit = post(vec![b'a'; 1024].into()).await.unwrap();
+    assert_eq!(at_limit.status(), 200, "exactly max_body is allowed");
+    assert_eq!(upstream.last().body_len, 1024);
+    let seen = upstream.count();
+
+    let declared = post(vec![b'a'; 1025].into()).await.unwrap();
+    assert_eq!(declared.status(), 413, "Content-Length one byte over");
+    assert_eq!(
+        declared.json::<serde_json::Value>().await.unwrap()["error"],
+        "body_too_large"
+    );
+    assert_eq!(upstream.count(), seen, "refused before it was forwarded");
+
+    // No Content-Length: the limit is counted as the body streams.
+    let chunks = futures_util::stream::iter(
+        (0..8).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'c'; 512]))),
+    );
+    let streamed = post(reqwest::Body::wrap_stream(chunks)).await.unwrap();
+    assert_eq!(streamed.status(), 413, "a chunked body past the limit");
+    assert!(
+        upstream.requests().iter().all(|r| r.body_len <= 1024),
+        "the upstream never received more than max_body"
+    );
+
+    let elsewhere = http
+        .post(gh.url("/other"))
+        .body(vec![b'a'; 64 << 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        elsewhere.status(),
+        200,
+        "routes without max_body have no limit"
+    );
+}

@@ -212,4 +212,14 @@ pub struct RouteFile {
     pub websocket_idle_timeout: Option<String>,
     /// Speak HTTP/2 only to the upstream: h2c with prior knowledge on `http://` (gRPC).
     pub upstream_http2: Option<bool>,
+    /// Largest request body forwarded: bytes, or a string such as "10MiB"; no limit if unset.
+    pub max_body: Option<ByteSize>,
+}
+
+/// A size in bytes: an integer, or a string with a unit ("512KiB", "10MB", "1GiB").
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ByteSize {
+    Bytes(i64),
+    Text(String),
 }

@@ -84,6 +84,7 @@ pub fn table(prefixes: &[&str]) -> RouteTable {
             timeout: Duration::from_secs(1),
             stream_idle_timeout: Duration::from_secs(1),
             websocket_idle_timeout: Duration::from_secs(1),
+            max_body: None,
             upstream_http2: false,
         });
     }

@@ -109,7 +109,8 @@ impl Forwarder {
     ) -> Result<Response<Body>, Error> {
         let clock = IdleClock::new();
         let timeout = route.stream_idle_timeout;
-        let req = req.map(|body| Watched::new(body, Arc::clone(&clock), timeout));
+        let req =
+            req.map(|body| Watched::new(body, Arc::clone(&clock), timeout).limited(route.max_body));
         let client = if route.upstream_http2 {
             &self.h2
         } else {
@@ -161,6 +162,9 @@ where
     *req.version_mut() = http::Version::HTTP_11;
     match tokio::time::timeout(route.timeout, client.request(req)).await {
         Ok(Ok(res)) => Ok(res),
+        Ok(Err(e)) if body_limit(&e).is_some() => {
+            Err(Error::BodyTooLarge(body_limit(&e).unwrap_or_default()))
+        }
         Ok(Err(e)) => Err(Error::UpstreamUnavailable {
             upstream: upstream.authority.to_string(),
             detail: crate::oidc::error_chain(&e),
@@ -170,4 +174,16 @@ where
             seconds: route.timeout.as_secs(),
         }),
     }
+}
+
+/// The route's `max_body` when that is why the upstream call failed (the body outgrew it).
+fn body_limit(e: &(dyn std::error::Error + 'static)) -> Option<u64> {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if let Some(stream::BodyLimit(max)) = e.downcast_ref() {
+            return Some(*max);
+        }
+        cause = e.source();
+    }
+    None
 }

@@ -60,11 +60,19 @@ impl IdleClock {
 #[error("stream idle for {0:?} (stream_idle_timeout)")]
 pub struct StreamIdle(pub Duration);
 
-/// A body passed through frame by frame, ended with [`StreamIdle`] when the exchange stalls.
+/// The request body grew past the route's `max_body`.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than {0} bytes (max_body)")]
+pub struct BodyLimit(pub u64);
+
+/// A body passed through frame by frame, ended with [`StreamIdle`] when the exchange stalls
+/// and with [`BodyLimit`] when it outgrows its limit.
 pub struct Watched<B> {
     inner: B,
     clock: Arc<IdleClock>,
     timeout: Duration,
+    /// The limit and the bytes still allowed under it.
+    budget: Option<(u64, u64)>,
     /// Armed only once the body first has to wait, so bodies that are ready at once cost
     /// no timer.
     timer: Option<Pin<Box<Sleep>>>,
@@ -76,8 +84,15 @@ impl<B> Watched<B> {
             inner,
             clock,
             timeout,
+            budget: None,
             timer: None,
         }
+    }
+
+    /// Ends the body with [`BodyLimit`] once more than `max` bytes went through.
+    pub fn limited(mut self, max: Option<u64>) -> Self {
+        self.budget = max.map(|max| (max, max));
+        self
     }
 }
 
@@ -95,8 +110,15 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
-            if matches!(frame, Some(Ok(_))) {
+            if let Some(Ok(frame)) = &frame {
                 this.clock.touch();
+                if let (Some((max, left)), Some(data)) = (&mut this.budget, frame.data_ref()) {
+                    let len = data.len() as u64;
+                    if len > *left {
+                        return Poll::Ready(Some(Err(Box::new(BodyLimit(*max)))));
+                    }
+                    *left -= len;
+                }
             }
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
@@ -146,6 +168,24 @@ mod tests {
             }
         });
         StreamBody::new(Box::pin(stream) as futures_util::stream::BoxStream<'static, _>)
+    }
+
+    #[tokio::test]
+    async fn a_body_passes_up_to_its_limit_and_ends_with_an_error_one_byte_past_it() {
+        let exact = Watched::new(paced(&[0; 5]), IdleClock::new(), Duration::from_secs(1));
+        let bytes = exact.limited(Some(5)).collect().await.unwrap().to_bytes();
+        assert_eq!(bytes.len(), 5, "exactly at the limit is allowed");
+
+        let mut over =
+            Watched::new(paced(&[0; 6]), IdleClock::new(), Duration::from_secs(1)).limited(Some(5));
+        for _ in 0..5 {
+            assert!(over.frame().await.unwrap().is_ok());
+        }
+        let err = over.frame().await.unwrap().unwrap_err();
+        assert!(
+            matches!(err.downcast_ref::<BodyLimit>(), Some(BodyLimit(5))),
+            "{err}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

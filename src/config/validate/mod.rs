@@ -74,6 +74,51 @@ impl Errors {
     }
 }
 
+impl Errors {
+    /// A positive size in bytes; `None` (and an error) when it is not one.
+    pub(super) fn byte_size(&mut self, key: &str, size: &ByteSize) -> Option<u64> {
+        let parsed = match size {
+            ByteSize::Bytes(n) => u64::try_from(*n).ok(),
+            ByteSize::Text(text) => parse_byte_size(text),
+        };
+        match parsed {
+            Some(n) if n > 0 => Some(n),
+            Some(_) => {
+                self.push(key, "must be greater than zero; leave it out for no limit");
+                None
+            }
+            None => {
+                self.push(
+                    key,
+                    format!("invalid size {size:?}; use bytes (1048576) or e.g. \"512KiB\", \"10MiB\", \"1GB\""),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// "10MiB", "512 KB", "1048576", "2G" → bytes; binary (KiB, MiB, GiB) and decimal units.
+fn parse_byte_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits.parse().ok()?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(multiplier)
+}
+
 pub(super) fn validate(file: FileConfig, env: &dyn EnvSource) -> Result<Config, Vec<ConfigError>> {
     let mut errs = Errors::default();
     let mut warnings = Vec::new();
@@ -394,6 +439,41 @@ auth = "required"
             );
             assert!(!shown.contains(key), "{shown}");
         }
+    }
+
+    #[test]
+    fn max_body_takes_bytes_or_a_unit_and_refuses_anything_else_by_name() {
+        let limit = |value: &str| {
+            let config = Config::from_toml(
+                &with("auth = \"required\"", &format!("max_body = {value}")),
+                &NoEnv,
+            )
+            .unwrap();
+            config.routes.iter().next().unwrap().max_body
+        };
+        assert_eq!(limit("4096"), Some(4096));
+        assert_eq!(limit("\"512KiB\""), Some(512 << 10));
+        assert_eq!(limit("\"10MiB\""), Some(10 << 20));
+        assert_eq!(limit("\"2 MB\""), Some(2_000_000));
+        for bad in [
+            "0",
+            "-1",
+            "\"lots\"",
+            "\"5 parsecs\"",
+            "\"99999999999999GiB\"",
+        ] {
+            assert_eq!(
+                refused(&with("auth = \"required\"", &format!("max_body = {bad}"))),
+                ["routes[0].max_body"],
+                "{bad}"
+            );
+        }
+        let unlimited = Config::from_toml(&with("auth = \"required\"", ""), &NoEnv).unwrap();
+        assert_eq!(
+            unlimited.routes.iter().next().unwrap().max_body,
+            None,
+            "off by default"
+        );
     }
 
     #[test]

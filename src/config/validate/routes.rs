@@ -100,6 +100,10 @@ pub(super) fn routes(
             f.websocket_idle_timeout.as_deref(),
             DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
         );
+        let max_body = f
+            .max_body
+            .as_ref()
+            .and_then(|size| errs.byte_size(&format!("{key}.max_body"), size));
         let target = match (&f.upstream, &f.static_dir) {
             (Some(_), None) => {
                 static_site::no_static_keys(&key, f, errs);
@@ -133,6 +137,7 @@ pub(super) fn routes(
                 stream_idle_timeout,
                 websocket_idle_timeout,
                 upstream_http2: f.upstream_http2 == Some(true),
+                max_body,
             });
         }
     }

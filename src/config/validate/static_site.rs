@@ -44,6 +44,7 @@ pub(super) fn site(
         ("stream_idle_timeout", f.stream_idle_timeout.is_some()),
         ("websocket_idle_timeout", f.websocket_idle_timeout.is_some()),
         ("upstream_http2", f.upstream_http2.is_some()),
+        ("max_body", f.max_body.is_some()),
         ("csrf_header", f.csrf_header.is_some()),
         ("csrf_value", f.csrf_value.is_some()),
     ] {
