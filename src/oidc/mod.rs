@@ -1,6 +1,6 @@
 //! OpenID Connect as a confidential client: discovery and endpoints (`provider.rs`), signing
 //! keys (`jwks.rs`) kept fresh in the background (here), login and callback (`flow.rs`), the
-//! token endpoint (`token.rs`), ID token validation (here), and logout URLs.
+//! token endpoint (`token.rs`), ID token validation (here), logout URLs; errors in `error.rs`.
 
 pub mod advice;
 pub mod backchannel;
