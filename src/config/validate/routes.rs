@@ -7,7 +7,10 @@ use super::super::*;
 use super::server::csrf_header;
 use super::{Errors, MAX_NETWORK_TIMEOUT, is_loopback_host, static_site};
 use crate::csrf::CsrfPolicy;
-use crate::routes::{AuthMode, Route, RouteTable, RouteTarget, Upstream, is_valid_prefix};
+use crate::routes::{
+    AuthMode, HealthCheck, Origin, Route, RouteTable, RouteTarget, Upstream, is_routable_path,
+    is_valid_prefix,
+};
 
 pub(super) fn routes(
     files: &[RouteFile],
@@ -55,23 +58,10 @@ pub(super) fn routes(
                 AuthMode::Required
             }
         };
-        let upstream = match f.upstream.as_deref().map(Upstream::parse) {
-            Some(Ok(u)) => Some(u),
-            Some(Err(msg)) => {
-                errs.push(format!("{key}.upstream"), msg);
-                None
-            }
-            None => None,
-        };
-        let plain_remote = upstream.as_ref().is_some_and(|u| {
-            u.scheme == http::uri::Scheme::HTTP && !is_loopback_host(u.authority.host())
-        });
-        if mode != AuthMode::None && plain_remote && f.allow_plain_http != Some(true) {
-            errs.push(
-                format!("{key}.upstream"),
-                format!("plain http:// to a remote host would send tokens unencrypted; use https://, or set {key}.allow_plain_http = true when a service mesh encrypts the hop"),
-            );
-        }
+        let upstream = f
+            .upstream
+            .as_ref()
+            .and_then(|u| upstream(&key, u, f, mode, errs));
         let default = CsrfHeader {
             name: auth.csrf.header_name.clone(),
             value: auth.csrf.header_value.clone(),
@@ -137,4 +127,95 @@ pub(super) fn routes(
         }
     }
     RouteTable::new(routes)
+}
+
+/// `routes[N].upstream` (one URL or a list, each checked by the same rules and named
+/// `routes[N].upstream[M]` in a list) and the keys that go with it.
+fn upstream(
+    key: &str,
+    raw: &UpstreamFile,
+    f: &RouteFile,
+    mode: AuthMode,
+    errs: &mut Errors,
+) -> Option<Upstream> {
+    let entries: Vec<(String, &str)> = match raw {
+        UpstreamFile::One(url) => vec![(format!("{key}.upstream"), url.as_str())],
+        UpstreamFile::Many(urls) => urls
+            .iter()
+            .enumerate()
+            .map(|(m, url)| (format!("{key}.upstream[{m}]"), url.as_str()))
+            .collect(),
+    };
+    if entries.is_empty() {
+        errs.push(
+            format!("{key}.upstream"),
+            "the list is empty: name at least one http(s):// URL",
+        );
+    }
+    let mut origins: Vec<Origin> = Vec::with_capacity(entries.len());
+    let mut valid = true;
+    for (entry, url) in entries {
+        let origin = match Origin::parse(url) {
+            Ok(o) => o,
+            Err(msg) => {
+                errs.push(entry, msg);
+                valid = false;
+                continue;
+            }
+        };
+        let plain_remote =
+            origin.scheme == http::uri::Scheme::HTTP && !is_loopback_host(origin.authority.host());
+        if mode != AuthMode::None && plain_remote && f.allow_plain_http != Some(true) {
+            errs.push(
+                entry.as_str(),
+                format!("plain http:// to a remote host would send tokens unencrypted; use https://, or set {key}.allow_plain_http = true when a service mesh encrypts the hop"),
+            );
+        }
+        if origins.contains(&origin) {
+            errs.push(entry, format!("{url:?} is listed twice"));
+            valid = false;
+            continue;
+        }
+        origins.push(origin);
+    }
+    let health = health_check(key, f, errs);
+    let upstream = Upstream::new(origins, f.retry_idempotent_writes == Some(true), health);
+    upstream.filter(|_| valid)
+}
+
+/// `health_path` and `health_interval`: off unless `health_path` is set.
+fn health_check(key: &str, f: &RouteFile, errs: &mut Errors) -> Option<HealthCheck> {
+    let interval_key = format!("{key}.health_interval");
+    let interval = errs.duration(
+        &interval_key,
+        f.health_interval.as_deref(),
+        DEFAULT_HEALTH_INTERVAL,
+    );
+    let Some(path) = &f.health_path else {
+        if f.health_interval.is_some() {
+            errs.push(
+                interval_key,
+                format!("means nothing without {key}.health_path (the active check is off)"),
+            );
+        }
+        return None;
+    };
+    if f.upstream_http2 == Some(true) {
+        errs.push(
+            format!("{key}.health_path"),
+            format!("health checks speak HTTP/1.1; {key}.upstream_http2 upstreams cannot have one"),
+        );
+        return None;
+    }
+    if !is_routable_path(path) {
+        errs.push(
+            format!("{key}.health_path"),
+            format!("{path:?} must be an absolute path like \"/healthz\""),
+        );
+        return None;
+    }
+    Some(HealthCheck {
+        path: path.clone(),
+        interval,
+    })
 }
