@@ -219,3 +219,156 @@ fn health_check(key: &str, f: &RouteFile, errs: &mut Errors) -> Option<HealthChe
         interval,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::{Config, ConfigErrors, NoEnv};
+    use crate::routes::RouteTarget;
+
+    const BASE: &str = r#"
+[server]
+public_origin = "https://app.example.com"
+[oidc]
+issuer = "https://id.example.com"
+client_id = "bff"
+client_secret = "not-in-any-message"
+[[routes]]
+path = "/api/"
+auth = "required"
+"#;
+
+    /// The keys `route_lines` (added to the route) is refused for, and their messages.
+    fn refused(route_lines: &str) -> Vec<(String, String)> {
+        match Config::from_toml(&format!("{BASE}{route_lines}"), &NoEnv) {
+            Ok(_) => Vec::new(),
+            Err(ConfigErrors::Invalid(errors)) => {
+                errors.into_iter().map(|e| (e.key, e.message)).collect()
+            }
+            Err(other) => vec![(String::new(), other.to_string())],
+        }
+    }
+
+    fn keys(route_lines: &str) -> Vec<String> {
+        refused(route_lines).into_iter().map(|(k, _)| k).collect()
+    }
+
+    fn upstream(route_lines: &str) -> crate::routes::Upstream {
+        let config = Config::from_toml(&format!("{BASE}{route_lines}"), &NoEnv).unwrap();
+        let route = config.routes.iter().next().unwrap();
+        let RouteTarget::Upstream(u) = &route.target else {
+            panic!("an upstream route")
+        };
+        u.clone()
+    }
+
+    #[test]
+    fn upstream_is_a_string_or_an_array_of_urls() {
+        let one = upstream("upstream = \"https://api.internal\"");
+        assert_eq!(one.origins().len(), 1);
+        assert_eq!(one.authority(), "api.internal");
+        let two = upstream("upstream = [\"https://10.0.0.11:8000\", \"https://10.0.0.12:8000\"]");
+        let names: Vec<&str> = two.origins().iter().map(|o| o.authority.as_str()).collect();
+        assert_eq!(names, ["10.0.0.11:8000", "10.0.0.12:8000"]);
+        assert!(!two.retry_idempotent_writes);
+        assert!(two.health.is_none(), "the active check is off by default");
+    }
+
+    #[test]
+    fn each_bad_entry_of_an_upstream_list_is_named_by_its_index() {
+        let errors = refused(
+            "upstream = [\"https://a.internal\", \"ftp://b\", \"http://c.internal\", \"https://a.internal\", \"https://d/x\"]",
+        );
+        let keys: Vec<&str> = errors.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "routes[0].upstream[1]",
+                "routes[0].upstream[2]",
+                "routes[0].upstream[3]",
+                "routes[0].upstream[4]"
+            ]
+        );
+        assert!(errors[1].1.contains("plain http://"), "{:?}", errors[1]);
+        assert!(errors[2].1.contains("listed twice"), "{:?}", errors[2]);
+        assert_eq!(keys_of("upstream = []"), ["routes[0].upstream"]);
+        assert_eq!(keys_of("upstream = \"ftp://x\""), ["routes[0].upstream"]);
+    }
+
+    fn keys_of(line: &str) -> Vec<String> {
+        keys(line)
+    }
+
+    #[test]
+    fn an_upstream_that_is_neither_a_string_nor_a_list_of_strings_is_refused_with_its_line() {
+        for line in ["upstream = 5", "upstream = [1, 2]", "upstream = { a = 1 }"] {
+            let errors = refused(line);
+            assert_eq!(errors.len(), 1, "{line}: {errors:?}");
+            assert!(errors[0].1.contains("line 11"), "{line}: {:?}", errors[0].1);
+        }
+        assert!(
+            refused("upstream = 5")[0]
+                .1
+                .contains("a URL string or an array of URL strings")
+        );
+    }
+
+    #[test]
+    fn retry_and_health_keys_are_read_and_validated() {
+        let u = upstream(
+            "upstream = \"https://api.internal\"\nretry_idempotent_writes = true\nhealth_path = \"/healthz\"",
+        );
+        assert!(u.retry_idempotent_writes);
+        let health = u.health.unwrap();
+        assert_eq!(health.path, "/healthz");
+        assert_eq!(health.interval.as_secs(), 10, "default 10s");
+        let u = upstream(
+            "upstream = \"https://api.internal\"\nhealth_path = \"/up\"\nhealth_interval = \"2s\"",
+        );
+        assert_eq!(u.health.unwrap().interval.as_secs(), 2);
+        let base = "upstream = \"https://api.internal\"\n";
+        assert_eq!(
+            keys(&format!("{base}health_interval = \"5s\"")),
+            ["routes[0].health_interval"]
+        );
+        assert_eq!(
+            keys(&format!("{base}health_path = \"healthz\"")),
+            ["routes[0].health_path"]
+        );
+        assert_eq!(
+            keys(&format!(
+                "{base}health_path = \"/h\"\nhealth_interval = \"0s\""
+            )),
+            ["routes[0].health_interval"]
+        );
+        assert_eq!(
+            keys(&format!(
+                "{base}health_path = \"/h\"\nupstream_http2 = true"
+            )),
+            ["routes[0].health_path"]
+        );
+    }
+
+    #[test]
+    fn server_pool_keys_have_node_friendly_defaults_and_are_validated() {
+        let config = Config::from_toml(
+            &format!("{BASE}upstream = \"https://api.internal\""),
+            &NoEnv,
+        )
+        .unwrap();
+        assert_eq!(
+            config.server.upstream_idle_timeout.as_secs(),
+            4,
+            "below Node's 5 s"
+        );
+        assert_eq!(config.server.upstream_pool_max_idle, 128);
+        let text = format!("{BASE}upstream = \"https://api.internal\"").replacen(
+            "[server]",
+            "[server]\nupstream_idle_timeout = \"never\"",
+            1,
+        );
+        let Err(ConfigErrors::Invalid(errors)) = Config::from_toml(&text, &NoEnv) else {
+            panic!("refused")
+        };
+        assert_eq!(errors[0].key, "server.upstream_idle_timeout");
+    }
+}
