@@ -9,7 +9,9 @@
 //! 3. Passive health: an endpoint that refuses a connection (or resets a fresh one) is out
 //!    for a cool-down of 1 s, doubled at each failure after it came back, up to 30 s. Failures
 //!    of requests sent before it went out do not count again. Any answer brings it back in.
-//! 4. When every endpoint is out, the request fails at once (502 `upstream_unavailable`).
+//! 4. With an active health check (`health_path`), a failed check takes the endpoint out
+//!    until a check passes; a passing check also ends a cool-down.
+//! 5. When every endpoint is out, the request fails at once (502 `upstream_unavailable`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -50,6 +52,8 @@ struct Health {
     out_until: AtomicU64,
     /// Failures in a row since the endpoint last answered.
     failures: AtomicU32,
+    /// The active health check failed, and has not passed since.
+    check_failed: AtomicBool,
 }
 
 impl Health {
@@ -68,13 +72,25 @@ impl Endpoint {
                 epoch: Instant::now(),
                 out_until: AtomicU64::new(0),
                 failures: AtomicU32::new(0),
+                check_failed: AtomicBool::new(false),
             },
         }
     }
 
     pub fn is_in(&self) -> bool {
         let until = self.health.out_until.load(Ordering::Acquire);
-        until == 0 || until <= self.health.now_ms()
+        (until == 0 || until <= self.health.now_ms())
+            && !self.health.check_failed.load(Ordering::Acquire)
+    }
+
+    /// The active health check's verdict: a failed check keeps the endpoint out until a
+    /// check passes. Returns whether the verdict changed.
+    pub fn checked(&self, passed: bool) -> bool {
+        let changed = self.health.check_failed.swap(!passed, Ordering::AcqRel) == passed;
+        if passed {
+            self.answered();
+        }
+        changed
     }
 
     /// The endpoint failed (rule 3); returns the cool-down it started, if this failure took

@@ -2,7 +2,7 @@
 //! interval, `GET health_path` on each address over a fresh HTTP/1.1 connection, with the
 //! origin's `Host`, no cookie and no token. A 2xx or 3xx answer brings an address that was out
 //! back in at once; anything else (another status, no connection, no answer within the
-//! interval, at most 10 s) takes it out like a refused connection does.
+//! interval, at most 10 s) takes it out until a check passes.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -61,16 +61,16 @@ async fn probe(endpoint: &Endpoint, path: &str, wait: Duration) {
         Ok(Err(e)) => Err(crate::oidc::error_chain(&e)),
         Err(_) => Err(format!("no answer within {wait:?}")),
     };
+    let passed = verdict.is_ok();
+    if !endpoint.checked(passed) {
+        return;
+    }
     match verdict {
         Ok(()) => {
-            if endpoint.answered() {
-                tracing::info!(upstream = %origin.authority, addr = %endpoint.addr, "the health check passed: the address is back in");
-            }
+            tracing::info!(upstream = %origin.authority, addr = %endpoint.addr, "the health check passed: the address is back in");
         }
         Err(why) => {
-            if let Some(cool) = endpoint.failed() {
-                tracing::warn!(upstream = %origin.authority, addr = %endpoint.addr, path, cool_down = ?cool, "the health check failed ({why}): the address is out");
-            }
+            tracing::warn!(upstream = %origin.authority, addr = %endpoint.addr, path, "the health check failed ({why}): the address is out until it passes");
         }
     }
 }

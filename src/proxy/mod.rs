@@ -139,7 +139,7 @@ impl Forwarder {
             upstream: upstream.authority().to_string(),
             detail,
         };
-        let mut last = None;
+        let mut last: Option<String> = None;
         loop {
             let Some(endpoint) = group.pick(&endpoints, &refused) else {
                 return Err(unavailable(last.unwrap_or_else(|| {
@@ -149,6 +149,10 @@ impl Forwarder {
             let Some(sending) = attempt(endpoint, conn) else {
                 return Err(unavailable(last.unwrap_or_default()));
             };
+            if let Some(why) = &last {
+                tracing::debug!(route = %route.prefix, upstream = %endpoint.origin.authority, addr = %endpoint.addr, method = %head.method, error = %why, "upstream request failed before any response; sending it again on a fresh connection");
+                self.metrics.upstream_retry(&route.prefix);
+            }
             let failure = match tokio::time::timeout_at(deadline, sending).await {
                 Ok(Ok(res)) => {
                     if endpoint.answered() {
@@ -179,8 +183,6 @@ impl Forwarder {
                 }
                 repeated = true;
             }
-            tracing::debug!(route = %route.prefix, upstream = %endpoint.origin.authority, addr = %endpoint.addr, method = %head.method, error = %detail, "upstream request failed before any response; sending it again on a fresh connection");
-            self.metrics.upstream_retry(&route.prefix);
             conn = Conn::Fresh;
             last = Some(detail);
         }
