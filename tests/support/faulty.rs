@@ -95,7 +95,7 @@ async fn connection(mut stream: TcpStream, closing: Closing, seen: Arc<Seen>) {
 
 /// Reads one request (head and `Content-Length` body); returns its method.
 async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>, seen: &Seen) -> Option<String> {
-    let mut chunk = [0u8; 16 * 1024];
+    let mut chunk = vec![0u8; 16 * 1024];
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
