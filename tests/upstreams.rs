@@ -20,6 +20,11 @@ use support::*;
 
 /// A gatehouse whose routes are `routes` (TOML `[[routes]]` tables), metrics on.
 async fn gatehouse(provider: &TestProvider, routes: &str) -> Gatehouse {
+    Gatehouse::start(&text(provider, routes)).await
+}
+
+/// The config of [`gatehouse`], `{listen}` and `{origin}` left to fill in.
+fn text(provider: &TestProvider, routes: &str) -> String {
     let text = format!(
         r#"
 [server]
@@ -41,7 +46,7 @@ keys = ["{KEY_A}"]
         client_id = provider.options().client_id,
         secret = provider.options().client_secret,
     );
-    Gatehouse::start(&with_metrics(&text)).await
+    with_metrics(&text)
 }
 
 fn route(path: &str, upstream: &str, extra: &str) -> String {
@@ -380,4 +385,51 @@ async fn an_address_failing_its_health_check_is_out_until_it_passes_again() {
         assert_eq!(http.get(gh.url("/x")).send().await.unwrap().status(), 200);
     }
     assert!(b.answered() >= b_before + 5, "round robin reaches it again");
+}
+
+#[tokio::test]
+async fn a_reload_changes_a_routes_addresses_live_and_the_pool_keys_only_after_a_restart() {
+    let provider = TestProvider::start(ProviderOptions::default()).await;
+    let a = Killable::start().await;
+    let b = Killable::start().await;
+    let gh = gatehouse(&provider, &route("/", &format!("\"{}\"", a.url()), "")).await;
+    let http = reqwest::Client::new();
+    for _ in 0..3 {
+        assert_eq!(http.get(gh.url("/x")).send().await.unwrap().status(), 200);
+    }
+    assert_eq!((a.answered(), b.answered()), (3, 0));
+    let list = format!("[\"{}\", \"{}\"]", a.url(), b.url());
+    let new = text(&provider, &route("/", &list, ""))
+        .replace("{listen}", &gh.addr.to_string())
+        .replace("{origin}", &gh.origin)
+        .replacen(
+            "[server]\n",
+            "[server]\nupstream_idle_timeout = \"9s\"\nupstream_pool_max_idle = 3\n",
+            1,
+        );
+    let new = gatehouse::config::Config::from_toml(&new, &gatehouse::config::NoEnv).unwrap();
+    let restart = gatehouse::reload::apply(&gh.app, new);
+    assert!(
+        restart.contains(&"server.upstream_idle_timeout"),
+        "{restart:?}"
+    );
+    assert!(
+        restart.contains(&"server.upstream_pool_max_idle"),
+        "{restart:?}"
+    );
+    let server = &gh.app.snapshot().server;
+    assert_eq!(
+        server.upstream_idle_timeout.as_secs(),
+        4,
+        "running value kept"
+    );
+    assert_eq!(server.upstream_pool_max_idle, 128);
+    for _ in 0..10 {
+        assert_eq!(http.get(gh.url("/x")).send().await.unwrap().status(), 200);
+    }
+    assert_eq!(
+        b.answered(),
+        5,
+        "the new address takes every other request at once"
+    );
 }
