@@ -94,6 +94,30 @@ async fn a_get_on_a_pooled_connection_the_upstream_closed_is_sent_again_on_a_fre
 }
 
 #[tokio::test]
+async fn a_get_that_received_part_of_a_response_is_never_sent_again() {
+    let provider = TestProvider::start(ProviderOptions::default()).await;
+    let closer = Closer::start(Closing::MidAnswer).await;
+    let gh = gatehouse(&provider, &route("/", &format!("\"{}\"", closer.url()), "")).await;
+    let http = reqwest::Client::new();
+    let mut failed = 0;
+    for i in 0..20 {
+        let res = http.get(gh.url(&format!("/x/{i}"))).send().await.unwrap();
+        match res.status().as_u16() {
+            200 => {}
+            502 => failed += 1,
+            other => panic!("request {i}: {other}"),
+        }
+    }
+    let dropped = closer.dropped().len();
+    assert!(
+        dropped > 0,
+        "some GETs got half a response head, then a closed connection"
+    );
+    assert_eq!(failed, dropped, "each of them failed, none was sent again");
+    assert_eq!(retries(&gh, "/").await, 0.0);
+}
+
+#[tokio::test]
 async fn a_post_whose_body_was_forwarded_is_never_sent_twice() {
     let provider = TestProvider::start(ProviderOptions::default()).await;
     let closer = Closer::start(Closing::AfterTheBody).await;

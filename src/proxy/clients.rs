@@ -1,6 +1,8 @@
 //! The hyper clients of one endpoint: each connects to that endpoint's IP address only, while
 //! TLS (SNI and certificate verification) and the pool use the host name of its URL, so an
-//! `https://` origin resolved to several addresses is verified as itself at every one.
+//! `https://` origin resolved to several addresses is verified as itself at every one. Each
+//! connection tells whether the upstream sent anything since the last request was written
+//! ([`Answered`]), so a request that got any of a response is never sent again.
 //!
 //! Which HTTP version an upstream gets:
 //! 1. `https://` upstreams are offered HTTP/2 and HTTP/1.1 by ALPN; the upstream picks.
@@ -13,39 +15,148 @@
 //! connection, for the one retry after a pooled connection failed.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Uri;
 use http_body_util::Empty;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::connect::dns::Name;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 use super::Sent;
 use crate::routes::Origin;
 
-pub type Connector = HttpsConnector<HttpConnector<Fixed>>;
+pub type Connector = HttpsConnector<Dial>;
 
-/// A "resolver" that answers every name with one address: the endpoint's.
+/// Connects to one address (the endpoint's), whatever the URL's host: TLS above it still
+/// uses the URL's host name.
 #[derive(Clone, Copy, Debug)]
-pub struct Fixed(SocketAddr);
+pub struct Dial {
+    addr: SocketAddr,
+    timeout: Duration,
+}
 
-impl tower_service::Service<Name> for Fixed {
-    type Response = std::iter::Once<SocketAddr>;
+impl tower_service::Service<Uri> for Dial {
+    type Response = TokioIo<Watched>;
     type Error = std::io::Error;
-    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<TokioIo<Watched>>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _: Name) -> Self::Future {
-        std::future::ready(Ok(std::iter::once(self.0)))
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let Dial { addr, timeout } = *self;
+        Box::pin(async move {
+            let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("connecting to {addr} took longer than {timeout:?}"),
+                    )
+                })??;
+            stream.set_nodelay(true)?;
+            Ok(TokioIo::new(Watched {
+                stream,
+                answered: Answered::default(),
+            }))
+        })
+    }
+}
+
+/// Whether bytes came from the upstream since gatehouse last wrote to the connection: on an
+/// HTTP/1.1 connection, whether the request being sent has any of its response yet.
+#[derive(Clone, Debug, Default)]
+pub struct Answered(Arc<AtomicBool>);
+
+impl Answered {
+    /// Whether the connection of a failed request had received any of its response.
+    pub fn on(error: &hyper_util::client::legacy::Error) -> bool {
+        error.connect_info().is_some_and(|c| {
+            let mut extensions = http::Extensions::new();
+            c.get_extras(&mut extensions);
+            extensions
+                .get::<Answered>()
+                .is_some_and(|a| a.0.load(Ordering::Acquire))
+        })
+    }
+}
+
+/// A TCP connection that keeps [`Answered`] up to date.
+pub struct Watched {
+    stream: TcpStream,
+    answered: Answered,
+}
+
+impl Connection for Watched {
+    fn connected(&self) -> Connected {
+        self.stream.connected().extra(self.answered.clone())
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.answered.0.store(true, Ordering::Release);
+        }
+        read
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let written = Pin::new(&mut this.stream).poll_write(cx, data);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            this.answered.0.store(false, Ordering::Release);
+        }
+        written
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            this.answered.0.store(false, Ordering::Release);
+        }
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -117,10 +228,10 @@ impl Factory {
     }
 
     fn connector(&self, addr: SocketAddr, alpn: Alpn) -> Connector {
-        let mut http = HttpConnector::new_with_resolver(Fixed(addr));
-        http.set_connect_timeout(Some(self.settings.connect_timeout));
-        http.set_nodelay(true);
-        http.enforce_http(false);
+        let http = Dial {
+            addr,
+            timeout: self.settings.connect_timeout,
+        };
         let builder = HttpsConnectorBuilder::new()
             .with_tls_config(rustls::ClientConfig::clone(&self.tls))
             .https_or_http();

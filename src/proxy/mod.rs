@@ -116,7 +116,8 @@ impl Forwarder {
     /// The attempts of one request, within the route's `timeout` together: the first on a
     /// pooled connection; after a connection that could not be made, another address; after
     /// a failure of a written request that [`retry`] allows to repeat, once more on a fresh
-    /// connection. `attempt` returns `None` when the body cannot be sent again.
+    /// connection (to whichever address is next). `attempt` returns `None` when the body
+    /// cannot be sent again.
     async fn attempts<F, Fut>(
         &self,
         route: &Route,
@@ -143,7 +144,11 @@ impl Forwarder {
         loop {
             let Some(endpoint) = group.pick(&endpoints, &refused) else {
                 return Err(unavailable(last.unwrap_or_else(|| {
-                    "every address is out after failures (cooling down)".to_owned()
+                    if endpoints.is_empty() {
+                        "the host name resolves to no address".to_owned()
+                    } else {
+                        "every address is out after failures (cooling down)".to_owned()
+                    }
                 })));
             };
             let Some(sending) = attempt(endpoint, conn) else {
@@ -178,12 +183,12 @@ impl Forwarder {
                 refused.push(endpoint.addr);
             }
             if !failure.is_connect() {
-                if !repeatable || repeated {
+                if !repeatable || repeated || clients::Answered::on(&failure) {
                     return Err(unavailable(detail));
                 }
                 repeated = true;
+                conn = Conn::Fresh;
             }
-            conn = Conn::Fresh;
             last = Some(detail);
         }
     }

@@ -9,7 +9,9 @@
 //! 3. A request that was written and then failed (the pooled connection was closed under it,
 //!    or the address reset it) is sent once more, on a fresh connection, only when its method
 //!    is safe to repeat: GET, HEAD, OPTIONS, and PUT/DELETE with `retry_idempotent_writes`.
-//! 4. An answer, whatever its status, is never retried.
+//! 4. An answer, whatever its status, is never retried, and neither is a request whose
+//!    connection received any byte after the request was written (part of a response head
+//!    counts: see [`super::clients::Answered`]).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -28,6 +28,8 @@ pub enum Closing {
     /// Reads every request with its whole body, counts the body, and closes without
     /// answering: a request whose body was forwarded and then lost.
     AfterTheBody,
+    /// Like `AfterOneAnswer`, but sends the start of a response head before closing.
+    MidAnswer,
 }
 
 /// What a [`Closer`] saw.
@@ -83,6 +85,10 @@ async fn connection(mut stream: TcpStream, closing: Closing, seen: Arc<Seen>) {
         };
         if closing == Closing::AfterTheBody || n > 0 {
             seen.dropped.lock().unwrap().push(method);
+            if closing == Closing::MidAnswer {
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-le").await;
+                let _ = stream.flush().await;
+            }
             return;
         }
         seen.answered.fetch_add(1, Ordering::SeqCst);
