@@ -230,13 +230,13 @@ impl Group {
     pub fn pick<'e>(
         &self,
         endpoints: &'e [Arc<Endpoint>],
-        tried: &[SocketAddr],
+        tried: &[Arc<Endpoint>],
     ) -> Option<&'e Arc<Endpoint>> {
         let n = endpoints.len();
         let start = self.cursor.fetch_add(1, Ordering::Relaxed);
         (0..n)
             .filter_map(|i| endpoints.get(start.wrapping_add(i) % n))
-            .find(|e| e.is_in() && !tried.contains(&e.addr))
+            .find(|e| e.is_in() && !tried.iter().any(|t| Arc::ptr_eq(t, e)))
     }
 }
 
@@ -375,7 +375,10 @@ mod tests {
         assert_eq!(picks, [1, 2, 1, 2]);
         all[0].failed();
         assert!((0..4).all(|_| g.pick(&all, &[]).unwrap().addr.port() == 2));
-        assert!(g.pick(&all, &[all[1].addr]).is_none(), "tried already");
+        assert!(
+            g.pick(&all, &[Arc::clone(&all[1])]).is_none(),
+            "tried already"
+        );
         all[1].failed();
         assert!(g.pick(&all, &[]).is_none());
     }

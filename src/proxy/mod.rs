@@ -10,7 +10,6 @@ pub mod health;
 pub mod retry;
 pub mod stream;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -133,7 +132,7 @@ impl Forwarder {
         let group = self.registry.group(upstream);
         let endpoints = group.endpoints(&self.registry).await;
         let repeatable = retry::is_repeatable(&head.method, upstream.retry_idempotent_writes);
-        let mut refused: Vec<SocketAddr> = Vec::new();
+        let mut refused: Vec<Arc<Endpoint>> = Vec::new();
         let mut repeated = false;
         let mut conn = Conn::Pooled;
         let unavailable = |detail: String| Error::UpstreamUnavailable {
@@ -180,7 +179,7 @@ impl Forwarder {
                 if let Some(cool) = endpoint.failed() {
                     tracing::warn!(route = %route.prefix, upstream = %endpoint.origin.authority, addr = %endpoint.addr, cool_down = ?cool, error = %detail, "upstream address failed: out for a cool-down");
                 }
-                refused.push(endpoint.addr);
+                refused.push(Arc::clone(endpoint));
             }
             if !failure.is_connect() {
                 if !repeatable || repeated || clients::Answered::on(&failure) {
