@@ -457,3 +457,43 @@ async fn a_reload_changes_a_routes_addresses_live_and_the_pool_keys_only_after_a
         "the new address takes every other request at once"
     );
 }
+
+#[tokio::test]
+async fn every_address_of_a_token_route_gets_the_token_its_own_host_and_never_our_cookie() {
+    let provider = TestProvider::start(ProviderOptions::default()).await;
+    let one = EchoUpstream::start().await;
+    let two = EchoUpstream::start().await;
+    let two_by_name = format!("http://localhost:{}", two.addr.port());
+    let routes = format!(
+        "[[routes]]\npath = \"/api/\"\nupstream = [\"{}\", \"{two_by_name}\"]\nauth = \"required\"\n",
+        one.url()
+    );
+    let gh = gatehouse(&provider, &routes).await;
+    let mut b = Browser::new(&gh.origin);
+    b.login("/").await;
+    for _ in 0..6 {
+        let req = b
+            .http
+            .get(gh.url("/api/x"))
+            .header("x-csrf", "1")
+            .header("authorization", "Bearer forged")
+            .header("x-forwarded-for", "203.0.113.9");
+        assert_eq!(b.send(req).await.status(), 200);
+    }
+    assert_eq!(one.count() + two.count(), 6);
+    for (upstream, host) in [
+        (&one, one.addr.to_string()),
+        (&two, format!("localhost:{}", two.addr.port())),
+    ] {
+        let seen = upstream.requests();
+        assert!(!seen.is_empty(), "both addresses get requests");
+        for r in seen {
+            assert_eq!(r.header("host"), Some(host.as_str()));
+            let auth = r.header("authorization").unwrap();
+            assert!(auth.starts_with("Bearer ") && auth != "Bearer forged");
+            assert_eq!(r.all("authorization").len(), 1);
+            assert!(r.header("cookie").is_none_or(|c| !c.contains(COOKIE)));
+            assert_eq!(r.header("x-forwarded-for"), Some("127.0.0.1"));
+        }
+    }
+}
