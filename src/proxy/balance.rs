@@ -203,9 +203,8 @@ impl Group {
                 all.push(registry.endpoint(origin, SocketAddr::new(ip, origin.port())));
                 continue;
             }
-            match tokio::net::lookup_host((host, origin.port())).await {
-                Ok(addrs) => {
-                    let mut addrs: Vec<SocketAddr> = addrs.collect();
+            match (registry.lookup)(host.to_owned(), origin.port()).await {
+                Ok(mut addrs) => {
                     addrs.sort();
                     addrs.dedup();
                     if addrs.is_empty() {
@@ -247,6 +246,24 @@ pub struct Registry {
     groups: ArcSwap<HashMap<Upstream, Arc<Group>>>,
     /// Builds an endpoint's clients.
     pub clients: super::clients::Factory,
+    /// The system resolver (tests put their own).
+    lookup: Lookup,
+}
+
+/// Looks a host name up: its addresses with the port.
+pub type Lookup = Arc<
+    dyn Fn(
+            String,
+            u16,
+        ) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<SocketAddr>>>
+        + Send
+        + Sync,
+>;
+
+fn system_lookup() -> Lookup {
+    Arc::new(|host, port| {
+        Box::pin(async move { Ok(tokio::net::lookup_host((host, port)).await?.collect()) })
+    })
 }
 
 impl Registry {
@@ -255,6 +272,7 @@ impl Registry {
             endpoints: Mutex::default(),
             groups: ArcSwap::default(),
             clients,
+            lookup: system_lookup(),
         }
     }
 
@@ -394,6 +412,50 @@ mod tests {
                 .all(|e| e.addr.ip().is_loopback() && e.addr.port() == 7)
         );
         assert!(all.iter().all(|e| e.origin.authority == "localhost:7"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_host_name_is_looked_up_again_and_new_addresses_join_the_rotation() {
+        let answers: Arc<Mutex<Vec<SocketAddr>>> =
+            Arc::new(Mutex::new(vec!["10.0.0.1:80".parse().unwrap()]));
+        let dns = Arc::clone(&answers);
+        let mut registry = Registry::new(super::super::clients::Factory::for_tests());
+        registry.lookup = Arc::new(move |_, _| {
+            let now = dns.lock().unwrap().clone();
+            Box::pin(async move { Ok(now) })
+        });
+        let r = Arc::new(registry);
+        let g = r.group(&upstream(&["http://api.internal"]));
+        let ips =
+            |all: &[Arc<Endpoint>]| all.iter().map(|e| e.addr.to_string()).collect::<Vec<_>>();
+        assert_eq!(ips(&g.endpoints(&r).await), ["10.0.0.1:80"]);
+        answers.lock().unwrap().push("10.0.0.2:80".parse().unwrap());
+        assert_eq!(ips(&g.endpoints(&r).await), ["10.0.0.1:80"], "not due yet");
+        tokio::time::advance(RESOLVE_EVERY).await;
+        let _ = g.endpoints(&r).await;
+        tokio::task::yield_now().await;
+        assert_eq!(ips(&g.endpoints(&r).await), ["10.0.0.1:80", "10.0.0.2:80"]);
+        let all = g.endpoints(&r).await;
+        let picks: Vec<u8> = (0..4)
+            .map(|_| {
+                g.pick(&all, &[])
+                    .unwrap()
+                    .addr
+                    .ip()
+                    .to_string()
+                    .ends_with('2') as u8
+            })
+            .collect();
+        assert_eq!(picks.iter().sum::<u8>(), 2, "balanced over both");
+        *answers.lock().unwrap() = Vec::new();
+        tokio::time::advance(RESOLVE_EVERY).await;
+        let _ = g.endpoints(&r).await;
+        tokio::task::yield_now().await;
+        assert_eq!(
+            g.endpoints(&r).await.len(),
+            2,
+            "an empty answer keeps what it had"
+        );
     }
 
     #[test]
