@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command. Makes sure what the tests need is there (Redis on 127.0.0.1:6379 and the
-# redis-server binary, Chromium, the e2e suite's npm packages), then runs rustfmt, clippy and
+# redis-server binary, nginx, Chromium, the e2e suite's npm packages), then runs rustfmt, clippy and
 # every test.
 # Works on a fresh Debian machine as root; safe to run again (each step skips what is done).
 set -euo pipefail
@@ -45,6 +45,10 @@ fi
 # (a2) redis-server and redis-cli themselves (Debian's 7.x, built with TLS): the TLS, Cluster
 # and Sentinel suites start their own servers (sentinels are `redis-server --sentinel`).
 command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server
+
+# (a3) nginx: tests/nginx_reload.rs starts its own (prefix and config in a temp dir) and
+# reloads it under load.
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx
 
 # (b) Chromium for the browser test (Debian's build; playwright never downloads one).
 [ -x /usr/bin/chromium ] || apt_install chromium chromium-driver

@@ -12,6 +12,7 @@ use crate::endpoints::CallbacksInFlight;
 use crate::oidc::Oidc;
 use crate::oidc::refresh::Flights;
 use crate::proxy::Forwarder;
+use crate::proxy::clients::PoolSettings;
 use crate::ratelimit::LoginLimits;
 use crate::session::{Sessions, Store, StoreError};
 use crate::telemetry::metrics::Metrics;
@@ -74,16 +75,24 @@ impl App {
                 .unwrap_or_default(),
             source,
         })?;
+        let metrics = Arc::new(metrics);
+        let forwarder = Forwarder::new(
+            PoolSettings {
+                connect_timeout: config.server.upstream_connect_timeout,
+                idle_timeout: config.server.upstream_idle_timeout,
+                max_idle: config.server.upstream_pool_max_idle,
+            },
+            &config.server.upstream_ca,
+            Arc::clone(&metrics),
+        )?;
+        forwarder.prepare(&config.routes);
         let sessions = Sessions::new(&config.session, store, keys);
         let sockets = Arc::new(Sockets::new(config.server.max_websockets));
         sessions.observe_ends(Arc::clone(&sockets) as _);
         Ok(App {
-            metrics: Arc::new(metrics),
+            metrics,
             oidc: Oidc::new(&config.oidc)?,
-            forwarder: Forwarder::new(
-                config.server.upstream_connect_timeout,
-                &config.server.upstream_ca,
-            )?,
+            forwarder,
             cookie_names: CookieNames::new(&config.session.cookie_name),
             sessions,
             flights: Flights::default(),

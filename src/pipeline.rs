@@ -343,7 +343,7 @@ fn forwarding<'a>(
             .host
             .as_deref()
             .unwrap_or(server.origin.split_once("://").map_or("", |(_, h)| h)),
-        upstream_authority: upstream.authority.as_str(),
+        upstream_authority: upstream.authority().as_str(),
         cookie: ctx.jar.forward(),
         authorization,
         strip: &server.strip_request_headers,

@@ -37,6 +37,7 @@ pub fn apply(app: &App, mut new: Config) -> Vec<&'static str> {
         app.login_limits
             .store(Arc::new(LoginLimits::new(new.auth.login_rate)));
     }
+    app.forwarder.prepare(&new.routes);
     app.install(new);
     restart
 }
@@ -63,6 +64,14 @@ fn restart_only_changes(old: &FileConfig, new: &FileConfig) -> Vec<&'static str>
         (
             "server.upstream_connect_timeout",
             o.upstream_connect_timeout != n.upstream_connect_timeout,
+        ),
+        (
+            "server.upstream_idle_timeout",
+            o.upstream_idle_timeout != n.upstream_idle_timeout,
+        ),
+        (
+            "server.upstream_pool_max_idle",
+            o.upstream_pool_max_idle != n.upstream_pool_max_idle,
         ),
         (
             "server.upstream_ca_file",
@@ -115,6 +124,8 @@ fn carry_over(old: &Config, new: &mut Config) {
     n.max_connections_per_ip = o.max_connections_per_ip;
     n.header_read_timeout = o.header_read_timeout;
     n.upstream_connect_timeout = o.upstream_connect_timeout;
+    n.upstream_idle_timeout = o.upstream_idle_timeout;
+    n.upstream_pool_max_idle = o.upstream_pool_max_idle;
     n.upstream_ca.clone_from(&o.upstream_ca);
     n.max_websockets = o.max_websockets;
     n.watch_config = o.watch_config;

@@ -30,16 +30,16 @@ impl AuthMode {
     }
 }
 
-/// Where a route forwards to: scheme and authority only; the request's path is kept as it is.
-#[derive(Debug, Clone)]
-pub struct Upstream {
+/// One address of an upstream: scheme and authority only; the request's path is kept as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
     pub scheme: Scheme,
     pub authority: Authority,
 }
 
-impl Upstream {
+impl Origin {
     /// Parses `http(s)://host[:port]` (no path, query or credentials).
-    pub fn parse(raw: &str) -> Result<Upstream, String> {
+    pub fn parse(raw: &str) -> Result<Origin, String> {
         let uri: http::Uri = raw
             .parse()
             .map_err(|e| format!("invalid URL {raw:?}: {e}"))?;
@@ -62,7 +62,74 @@ impl Upstream {
                 "{raw:?} must not have a path or query; requests keep their own path"
             ));
         }
-        Ok(Upstream { scheme, authority })
+        Ok(Origin { scheme, authority })
+    }
+
+    /// The port the origin is reached on (the scheme's default when the URL names none).
+    pub fn port(&self) -> u16 {
+        self.authority
+            .port_u16()
+            .unwrap_or(if self.scheme == Scheme::HTTPS {
+                443
+            } else {
+                80
+            })
+    }
+}
+
+/// The optional active health check of an upstream route (`health_path`, `health_interval`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthCheck {
+    /// Asked with `GET` on every address; a 2xx or 3xx answer is healthy.
+    pub path: String,
+    pub interval: Duration,
+}
+
+/// Where a route forwards to: one or more origins, all equal (same header hygiene, same
+/// token rules, each `https://` one verified against its own host name). Which address a
+/// request goes to, and when it is sent again, is [`crate::proxy`]'s business.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Upstream {
+    /// Never empty: [`Upstream::new`] refuses an empty list.
+    origins: Vec<Origin>,
+    /// PUT and DELETE may be sent again like GET when they failed before any response
+    /// (`retry_idempotent_writes`).
+    pub retry_idempotent_writes: bool,
+    pub health: Option<HealthCheck>,
+}
+
+impl Upstream {
+    /// `None` when `origins` is empty.
+    pub fn new(
+        origins: Vec<Origin>,
+        retry_idempotent_writes: bool,
+        health: Option<HealthCheck>,
+    ) -> Option<Upstream> {
+        (!origins.is_empty()).then_some(Upstream {
+            origins,
+            retry_idempotent_writes,
+            health,
+        })
+    }
+
+    /// One origin, no retry of writes, no active health check.
+    pub fn parse(raw: &str) -> Result<Upstream, String> {
+        Ok(Upstream {
+            origins: vec![Origin::parse(raw)?],
+            retry_idempotent_writes: false,
+            health: None,
+        })
+    }
+
+    pub fn origins(&self) -> &[Origin] {
+        &self.origins
+    }
+
+    /// The first origin's authority: what names the upstream in errors, and the `Host` the
+    /// request is prepared with (the forwarder sets the picked origin's).
+    pub fn authority(&self) -> &Authority {
+        // Never out of bounds: `new` and `parse` never build an empty list.
+        &self.origins[0].authority
     }
 }
 
@@ -287,7 +354,9 @@ mod tests {
     #[test]
     fn upstreams_must_be_http_or_https_origins() {
         assert!(Upstream::parse("http://10.0.0.1:9000").is_ok());
-        assert!(Upstream::parse("https://api.internal").is_ok());
+        assert_eq!(Origin::parse("https://api.internal").unwrap().port(), 443);
+        assert_eq!(Origin::parse("http://api.internal").unwrap().port(), 80);
+        assert!(Upstream::new(Vec::new(), false, None).is_none());
         for bad in [
             "ftp://x",
             "http://u:p@x",

@@ -189,7 +189,7 @@ fn example_config_toml_is_valid_and_matches_the_demo_layout() {
     let RouteTarget::Upstream(upstream) = &api.target else {
         panic!("/api/ forwards")
     };
-    assert_eq!(upstream.authority.as_str(), "127.0.0.1:9100");
+    assert_eq!(upstream.authority().as_str(), "127.0.0.1:9100");
     let spa = config.routes.find("/").unwrap();
     let RouteTarget::Static(site) = &spa.target else {
         panic!("/ serves files")

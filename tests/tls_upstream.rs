@@ -139,3 +139,38 @@ fn a_missing_or_empty_ca_file_is_a_config_error_naming_the_key() {
     }
     let _ = std::fs::remove_file(empty);
 }
+
+#[tokio::test]
+async fn each_https_address_is_verified_against_the_host_name_in_its_own_url() {
+    let (port, cert_pem, seen) = tls_upstream().await;
+    let ca = std::env::temp_dir().join(format!("gh-ca-list-{port}-{}.pem", std::process::id()));
+    std::fs::write(&ca, cert_pem).unwrap();
+    let provider = TestProvider::start(ProviderOptions::default()).await;
+    let upstream = EchoUpstream::start().await;
+    // One server, certified for `localhost` only, named twice: gatehouse connects to
+    // 127.0.0.1 for both, and only the entry whose URL says `localhost` passes verification.
+    let text = with_tls_route(&config(&provider, &upstream, ""), port, Some(&ca)).replace(
+        &format!("upstream = \"https://localhost:{port}\""),
+        &format!("upstream = [\"https://127.0.0.1:{port}\", \"https://localhost:{port}\"]"),
+    );
+    let gh = Gatehouse::start(&text).await;
+    let mut b = Browser::new(&gh.origin);
+    b.login("/").await;
+    for _ in 0..6 {
+        let res = b.api(Method::GET, "/secure/data").await;
+        assert_eq!(res.status(), 200, "the localhost entry answers");
+        assert_eq!(res.text().await.unwrap(), "tls ok");
+    }
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        6,
+        "each request reached it once"
+    );
+    let log = logs();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("out for a cool-down") && l.contains(&format!("127.0.0.1:{port}"))),
+        "the entry by IP failed verification and was taken out"
+    );
+    let _ = std::fs::remove_file(ca);
+}

@@ -36,6 +36,12 @@ pub const MAX_ENDPOINT_BODY: u64 = 64 * 1024;
 pub const DEFAULT_MAX_WEBSOCKETS: usize = 10_000;
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: &str = "5m";
 pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: &str = "5m";
+/// Below Node's 5 s keep-alive (and nginx's 75 s, Go's 90 s): a pooled connection is dropped
+/// here before the upstream closes it from its side.
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: &str = "4s";
+/// Idle pooled connections kept per upstream address.
+pub const DEFAULT_UPSTREAM_POOL_MAX_IDLE: usize = 128;
+pub const DEFAULT_HEALTH_INTERVAL: &str = "10s";
 pub const DEFAULT_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 pub const DEFAULT_ALGS: [&str; 3] = ["RS256", "PS256", "ES256"];
 pub const DEFAULT_POST_LOGOUT_REDIRECT_PARAM: &str = "post_logout_redirect_uri";
@@ -85,6 +91,10 @@ pub struct ServerFile {
     pub max_websockets: Option<usize>,
     /// Address of the separate `/metrics` listener; unset = no metrics.
     pub metrics_listen: Option<String>,
+    /// A pooled upstream connection idle this long is closed by gatehouse.
+    pub upstream_idle_timeout: Option<String>,
+    /// Idle pooled connections kept per upstream address.
+    pub upstream_pool_max_idle: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -188,8 +198,9 @@ pub struct TelemetryFile {
 
 pub struct RouteFile {
     pub path: String,
-    /// `http(s)://host[:port]` to forward to. A route has this or `static_dir`, not both.
-    pub upstream: Option<String>,
+    /// `http(s)://host[:port]` to forward to, or a list of them. A route has this or
+    /// `static_dir`, not both.
+    pub upstream: Option<UpstreamFile>,
     /// Directory whose files the route serves instead of proxying (static route).
     pub static_dir: Option<String>,
     /// Static routes: file inside `static_dir` that answers client-side routes.
@@ -212,6 +223,11 @@ pub struct RouteFile {
     pub websocket_idle_timeout: Option<String>,
     /// Speak HTTP/2 only to the upstream: h2c with prior knowledge on `http://` (gRPC).
     pub upstream_http2: Option<bool>,
+    /// PUT and DELETE are sent again, like GET, when they failed before any response.
+    pub retry_idempotent_writes: Option<bool>,
+    /// Active health check: `GET` this path on every address each `health_interval`.
+    pub health_path: Option<String>,
+    pub health_interval: Option<String>,
     /// Largest request body forwarded: bytes, or a string such as "10MiB"; no limit if unset.
     pub max_body: Option<ByteSize>,
 }
@@ -222,4 +238,37 @@ pub struct RouteFile {
 pub enum ByteSize {
     Bytes(i64),
     Text(String),
+}
+
+/// `upstream = "http://a"` or `upstream = ["http://a", "http://b"]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamFile {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for UpstreamFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = UpstreamFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a URL string or an array of URL strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<UpstreamFile, E> {
+                Ok(UpstreamFile::One(v.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<UpstreamFile, A::Error> {
+                let mut all = Vec::new();
+                while let Some(url) = seq.next_element::<String>()? {
+                    all.push(url);
+                }
+                Ok(UpstreamFile::Many(all))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }

@@ -52,6 +52,11 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     pub shutdown_grace: Duration,
     pub upstream_connect_timeout: Duration,
+    /// A pooled upstream connection idle this long is closed (before the upstream's own
+    /// keep-alive timeout would close it under a request).
+    pub upstream_idle_timeout: Duration,
+    /// Idle pooled connections kept per upstream address.
+    pub upstream_pool_max_idle: usize,
     /// Extra CA certificates for https:// upstreams, besides the public web roots.
     pub upstream_ca: Vec<rustls_pki_types::CertificateDer<'static>>,
     /// `Host` / `:authority` values accepted (lowercase `host[:port]`); anything else is 421.

@@ -1,106 +1,73 @@
-//! Forwarding to upstreams: pooled hyper clients (http and https, rustls with the public web
-//! roots plus `server.upstream_ca_file`), bodies and trailers streamed both ways frame by
-//! frame, a deadline on the upstream's response headers, and on the bodies only an idle limit.
-//!
-//! Which HTTP version an upstream gets:
-//! 1. `https://` upstreams are offered HTTP/2 and HTTP/1.1 by ALPN; the upstream picks.
-//! 2. `upstream_http2 = true` speaks HTTP/2 only: cleartext with prior knowledge for
-//!    `http://` (h2c, e.g. gRPC), ALPN `h2` for `https://`.
-//! 3. WebSocket handshakes always go out as HTTP/1.1 `Upgrade` (ALPN `http/1.1`), whatever
-//!    the route and whatever the browser spoke.
+//! Forwarding to upstreams: bodies and trailers streamed both ways frame by frame, a
+//! deadline on the upstream's response headers, and on the bodies only an idle limit.
+//! Which address a request goes to is [`balance`]'s; when it is sent again, [`retry`]'s;
+//! the clients and HTTP versions, [`clients`]'; the active check, [`health`]'s.
 
+pub mod balance;
+pub mod clients;
 pub mod headers;
+pub mod health;
+pub mod retry;
 pub mod stream;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use rustls_pki_types::CertificateDer;
 
-use http::{Request, Response, Uri};
+use http::header::HOST;
+use http::{HeaderValue, Method, Request, Response, Uri};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::error::Error;
 use crate::response::Body;
-use crate::routes::{Route, Upstream};
+use crate::routes::{Route, RouteTable, RouteTarget, Upstream};
+use crate::telemetry::metrics::Metrics;
+use balance::{Endpoint, Registry};
+use clients::{Conn, Connector, Factory, PoolSettings};
+use retry::{BodySlot, Lent};
 use stream::{IdleClock, Watched};
 
 /// A request body on its way to an upstream.
 pub type Outgoing = Watched<Incoming>;
+/// What one attempt sends: the body, while no earlier attempt polled it.
+pub type Sent = Lent<Outgoing>;
 
-type Connector = HttpsConnector<HttpConnector>;
-
-/// The shared upstream clients.
+/// The upstream clients, their endpoints and health, shared by all requests.
 #[derive(Clone)]
 pub struct Forwarder {
-    /// HTTP/1.1, or HTTP/2 when an https upstream picks it by ALPN.
-    client: Client<Connector, Outgoing>,
-    /// HTTP/2 only (`upstream_http2`).
-    h2: Client<Connector, Outgoing>,
-    /// HTTP/1.1 only: WebSocket handshakes.
-    upgrades: Client<Connector, Empty<Bytes>>,
-}
-
-/// Which ALPN protocols a connector offers.
-#[derive(Clone, Copy)]
-enum Alpn {
-    Both,
-    H2,
-    H1,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
 }
 
 impl Forwarder {
     /// `extra_roots`: CA certificates trusted for https upstreams besides the web roots.
     pub fn new(
-        connect_timeout: Duration,
+        settings: PoolSettings,
         extra_roots: &[CertificateDer<'static>],
+        metrics: Arc<Metrics>,
     ) -> Result<Self, rustls::Error> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for cert in extra_roots {
-            roots.add(cert.clone())?;
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let connector = |alpn: Alpn| {
-            let mut http = HttpConnector::new();
-            http.set_connect_timeout(Some(connect_timeout));
-            http.set_nodelay(true);
-            http.enforce_http(false);
-            let builder = HttpsConnectorBuilder::new()
-                .with_tls_config(tls.clone())
-                .https_or_http();
-            match alpn {
-                Alpn::Both => builder.enable_http1().enable_http2().wrap_connector(http),
-                Alpn::H2 => builder.enable_http2().wrap_connector(http),
-                Alpn::H1 => builder.enable_http1().wrap_connector(http),
-            }
-        };
-        let pooled = || {
-            let mut b = Client::builder(TokioExecutor::new());
-            b.pool_idle_timeout(Duration::from_secs(60))
-                .pool_max_idle_per_host(256);
-            b
-        };
         Ok(Self {
-            client: pooled().build(connector(Alpn::Both)),
-            h2: pooled().http2_only(true).build(connector(Alpn::H2)),
-            upgrades: pooled().build(connector(Alpn::H1)),
+            registry: Arc::new(Registry::new(Factory::new(settings, extra_roots)?)),
+            metrics,
         })
     }
 
-    /// Sends `req` (headers already prepared) to the route's upstream, keeping its path and
-    /// query. Both bodies stream; the exchange ends when it idles for `stream_idle_timeout`.
+    /// Makes the upstreams of `routes` the ones in use: their health checks start, those of
+    /// upstreams no route names any more stop.
+    pub fn prepare(&self, routes: &RouteTable) {
+        self.registry
+            .retain(routes.iter().filter_map(|r| match &r.target {
+                RouteTarget::Upstream(u) => Some(u),
+                RouteTarget::Static(_) => None,
+            }));
+    }
+
+    /// Sends `req` (headers already prepared) to one of the route's addresses, keeping its
+    /// path and query, and again to another when [`retry`] allows. Both bodies stream; the
+    /// exchange ends when it idles for `stream_idle_timeout`.
     pub async fn forward(
         &self,
         req: Request<Incoming>,
@@ -109,14 +76,19 @@ impl Forwarder {
     ) -> Result<Response<Body>, Error> {
         let clock = IdleClock::new();
         let timeout = route.stream_idle_timeout;
-        let req =
-            req.map(|body| Watched::new(body, Arc::clone(&clock), timeout).limited(route.max_body));
-        let client = if route.upstream_http2 {
-            &self.h2
-        } else {
-            &self.client
-        };
-        let response = send(client, req, route, upstream).await?;
+        let (head, body) = req.into_parts();
+        let slot = BodySlot::new(
+            Watched::new(body, Arc::clone(&clock), timeout).limited(route.max_body),
+        );
+        let head = Head::from(head);
+        let http2 = route.upstream_http2;
+        let response = self
+            .attempts(route, upstream, &head, |endpoint, conn| {
+                let body = slot.lend()?;
+                let client = endpoint.clients.forward(http2, conn);
+                Some(send(client, head.request(endpoint, body)))
+            })
+            .await?;
         clock.touch();
         let (mut parts, body) = response.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
@@ -134,46 +106,148 @@ impl Forwarder {
         route: &Route,
         upstream: &Upstream,
     ) -> Result<Response<Incoming>, Error> {
-        send(&self.upgrades, req, route, upstream).await
+        let head = Head::from(req.into_parts().0);
+        self.attempts(route, upstream, &head, |endpoint, conn| {
+            let client = endpoint.clients.http1(conn);
+            Some(send(client, head.request(endpoint, Empty::new())))
+        })
+        .await
+    }
+
+    /// The attempts of one request, within the route's `timeout` together: the first on a
+    /// pooled connection; after a connection that could not be made, another address; after
+    /// a failure of a written request that [`retry`] allows to repeat, once more on a fresh
+    /// connection (to whichever address is next). `attempt` returns `None` when the body
+    /// cannot be sent again.
+    async fn attempts<F, Fut>(
+        &self,
+        route: &Route,
+        upstream: &Upstream,
+        head: &Head,
+        mut attempt: F,
+    ) -> Result<Response<Incoming>, Error>
+    where
+        F: FnMut(&Endpoint, Conn) -> Option<Fut>,
+        Fut: Future<Output = Result<Response<Incoming>, hyper_util::client::legacy::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + route.timeout;
+        let group = self.registry.group(upstream);
+        let endpoints = group.endpoints(&self.registry).await;
+        let repeatable = retry::is_repeatable(&head.method, upstream.retry_idempotent_writes);
+        let mut refused: Vec<Arc<Endpoint>> = Vec::new();
+        let mut repeated = false;
+        let mut conn = Conn::Pooled;
+        let unavailable = |detail: String| Error::UpstreamUnavailable {
+            upstream: upstream.authority().to_string(),
+            detail,
+        };
+        let mut last: Option<String> = None;
+        loop {
+            let Some(endpoint) = group.pick(&endpoints, &refused) else {
+                return Err(unavailable(last.unwrap_or_else(|| {
+                    if endpoints.is_empty() {
+                        "the host name resolves to no address".to_owned()
+                    } else {
+                        "every address is out after failures (cooling down)".to_owned()
+                    }
+                })));
+            };
+            let Some(sending) = attempt(endpoint, conn) else {
+                return Err(unavailable(last.unwrap_or_default()));
+            };
+            if let Some(why) = &last {
+                tracing::debug!(route = %route.prefix, upstream = %endpoint.origin.authority, addr = %endpoint.addr, method = %head.method, error = %why, "upstream request failed before any response; sending it again on a fresh connection");
+                self.metrics.upstream_retry(&route.prefix);
+            }
+            let failure = match tokio::time::timeout_at(deadline, sending).await {
+                Ok(Ok(res)) => {
+                    if endpoint.answered() {
+                        tracing::info!(upstream = %endpoint.origin.authority, addr = %endpoint.addr, "the address answers again: back in");
+                    }
+                    return Ok(res);
+                }
+                Ok(Err(e)) => e,
+                Err(_) => {
+                    return Err(Error::UpstreamTimeout {
+                        upstream: upstream.authority().to_string(),
+                        seconds: route.timeout.as_secs(),
+                    });
+                }
+            };
+            if let Some(max) = body_limit(&failure) {
+                // The client's body outgrew the route's limit: its fault, not the address's.
+                return Err(Error::BodyTooLarge(max));
+            }
+            let detail = crate::oidc::error_chain(&failure);
+            // A connection that was not made sent nothing; a fresh one that failed was the
+            // address's doing. Either takes the address out (a reused one may just be stale).
+            if failure.is_connect() || conn == Conn::Fresh {
+                if let Some(cool) = endpoint.failed() {
+                    tracing::warn!(route = %route.prefix, upstream = %endpoint.origin.authority, addr = %endpoint.addr, cool_down = ?cool, error = %detail, "upstream address failed: out for a cool-down");
+                }
+                refused.push(Arc::clone(endpoint));
+            }
+            if !failure.is_connect() {
+                if !repeatable || repeated || clients::Answered::on(&failure) {
+                    return Err(unavailable(detail));
+                }
+                repeated = true;
+                conn = Conn::Fresh;
+            }
+            last = Some(detail);
+        }
     }
 }
 
-/// Points `req` at the upstream and waits, at most the route's `timeout`, for its headers.
-async fn send<B>(
+/// What each attempt of a request is built from.
+struct Head {
+    method: Method,
+    path_and_query: Option<http::uri::PathAndQuery>,
+    headers: http::HeaderMap,
+}
+
+impl From<http::request::Parts> for Head {
+    fn from(parts: http::request::Parts) -> Head {
+        Head {
+            method: parts.method,
+            path_and_query: parts.uri.path_and_query().cloned(),
+            headers: parts.headers,
+        }
+    }
+}
+
+impl Head {
+    /// The request for `endpoint`: its origin's URL and `Host`, every prepared header.
+    fn request<B>(&self, endpoint: &Endpoint, body: B) -> Request<B> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(endpoint.origin.scheme.clone());
+        parts.authority = Some(endpoint.origin.authority.clone());
+        parts.path_and_query = self.path_and_query.clone();
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+        *req.headers_mut() = self.headers.clone();
+        if let Ok(host) = HeaderValue::from_str(endpoint.origin.authority.as_str()) {
+            req.headers_mut().insert(HOST, host);
+        }
+        // The version of the hop to the upstream is the client's to choose (ALPN, h2 only).
+        *req.version_mut() = http::Version::HTTP_11;
+        req
+    }
+}
+
+fn send<B>(
     client: &Client<Connector, B>,
-    mut req: Request<B>,
-    route: &Route,
-    upstream: &Upstream,
-) -> Result<Response<Incoming>, Error>
+    req: Request<B>,
+) -> hyper_util::client::legacy::ResponseFuture
 where
     B: http_body::Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(upstream.scheme.clone());
-    parts.authority = Some(upstream.authority.clone());
-    parts.path_and_query = req.uri().path_and_query().cloned();
-    *req.uri_mut() = Uri::from_parts(parts).map_err(|e| Error::UpstreamUnavailable {
-        upstream: upstream.authority.to_string(),
-        detail: e.to_string(),
-    })?;
-    // The version of the hop to the upstream is the client's to choose (ALPN, h2 only).
-    *req.version_mut() = http::Version::HTTP_11;
-    match tokio::time::timeout(route.timeout, client.request(req)).await {
-        Ok(Ok(res)) => Ok(res),
-        Ok(Err(e)) if body_limit(&e).is_some() => {
-            Err(Error::BodyTooLarge(body_limit(&e).unwrap_or_default()))
-        }
-        Ok(Err(e)) => Err(Error::UpstreamUnavailable {
-            upstream: upstream.authority.to_string(),
-            detail: crate::oidc::error_chain(&e),
-        }),
-        Err(_) => Err(Error::UpstreamTimeout {
-            upstream: upstream.authority.to_string(),
-            seconds: route.timeout.as_secs(),
-        }),
-    }
+    client.request(req)
 }
 
 /// The route's `max_body` when that is why the upstream call failed (the body outgrew it).

@@ -28,6 +28,7 @@ use crate::session::{MemoryStore, Store};
 pub const REQUESTS_TOTAL: &str = "gatehouse_requests_total";
 pub const REQUEST_DURATION: &str = "gatehouse_request_duration_seconds";
 pub const UPSTREAM_DURATION: &str = "gatehouse_upstream_duration_seconds";
+pub const UPSTREAM_RETRIES_TOTAL: &str = "gatehouse_upstream_retries_total";
 pub const LOGINS_TOTAL: &str = "gatehouse_logins_total";
 pub const LOGOUTS_TOTAL: &str = "gatehouse_logouts_total";
 pub const REFRESHES_TOTAL: &str = "gatehouse_refreshes_total";
@@ -42,10 +43,11 @@ pub const MEMORY_SESSIONS: &str = "gatehouse_memory_sessions";
 pub const BUILD_INFO: &str = "gatehouse_build_info";
 
 /// Every metric name gatehouse exports (the dashboard test checks its queries against it).
-pub const ALL: [&str; 15] = [
+pub const ALL: [&str; 16] = [
     REQUESTS_TOTAL,
     REQUEST_DURATION,
     UPSTREAM_DURATION,
+    UPSTREAM_RETRIES_TOTAL,
     LOGINS_TOTAL,
     LOGOUTS_TOTAL,
     REFRESHES_TOTAL,
@@ -92,6 +94,7 @@ struct RouteHandles {
     requests: [Counter; STATUS_CLASSES.len()],
     duration: Histogram,
     upstream: Histogram,
+    retries: Counter,
 }
 
 /// This instance's metrics: the recorder, the handles of the request path, and the
@@ -223,6 +226,17 @@ impl Metrics {
         }
     }
 
+    /// A request sent to an upstream again (another address, or a fresh connection).
+    pub fn upstream_retry(&self, route: &str) {
+        let Some(e) = &self.enabled else { return };
+        match e.routes.get(route) {
+            Some(h) => h.retries.increment(1),
+            None => {
+                metrics::counter!(UPSTREAM_RETRIES_TOTAL, "route" => route.to_owned()).increment(1)
+            }
+        }
+    }
+
     /// Counts a connection until the returned guard drops.
     pub fn connection_opened(&self) -> OpenConnection {
         let gauge = self
@@ -304,12 +318,16 @@ fn route_handles(recorder: &PrometheusRecorder, route: &str) -> RouteHandles {
             &Key::from_parts(UPSTREAM_DURATION, vec![route()]),
             &METADATA,
         ),
+        retries: recorder.register_counter(
+            &Key::from_parts(UPSTREAM_RETRIES_TOTAL, vec![route()]),
+            &METADATA,
+        ),
     }
 }
 
 /// `# HELP` lines.
 fn describe(recorder: &PrometheusRecorder) {
-    let help: [(&'static str, &'static str); 15] = [
+    let help: [(&'static str, &'static str); 16] = [
         (
             REQUESTS_TOTAL,
             "Requests answered, by route (prefix or endpoint) and status class.",
@@ -321,6 +339,10 @@ fn describe(recorder: &PrometheusRecorder) {
         (
             UPSTREAM_DURATION,
             "Time until the upstream's response head arrived, by route.",
+        ),
+        (
+            UPSTREAM_RETRIES_TOTAL,
+            "Requests sent to an upstream again after a failure before any response, by route.",
         ),
         (
             LOGINS_TOTAL,

@@ -142,7 +142,7 @@ pub async fn open(
         return Ok(Response::from_parts(parts, Either::Left(body)));
     }
     if !handshake::upstream_accepted(res.headers(), &key) {
-        return Err(WebSocketError::UpstreamRefused(upstream.authority.to_string()).into());
+        return Err(WebSocketError::UpstreamRefused(upstream.authority().to_string()).into());
     }
     let upstream_io = hyper::upgrade::on(&mut res);
     let mut answer_headers = std::mem::take(res.headers_mut());

@@ -9,6 +9,7 @@
 )]
 
 pub mod collector;
+pub mod faulty;
 pub mod prometheus;
 pub mod provider;
 pub mod redis_topology;

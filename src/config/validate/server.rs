@@ -104,6 +104,15 @@ pub(super) fn server(f: &ServerFile, errs: &mut Errors) -> ServerConfig {
             DEFAULT_CONNECT_TIMEOUT,
             MAX_NETWORK_TIMEOUT,
         ),
+        upstream_idle_timeout: errs.duration_at_most(
+            "server.upstream_idle_timeout",
+            f.upstream_idle_timeout.as_deref(),
+            DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+            MAX_NETWORK_TIMEOUT,
+        ),
+        upstream_pool_max_idle: f
+            .upstream_pool_max_idle
+            .unwrap_or(DEFAULT_UPSTREAM_POOL_MAX_IDLE),
         upstream_ca: f
             .upstream_ca_file
             .as_deref()

@@ -44,6 +44,12 @@ pub(super) fn site(
         ("stream_idle_timeout", f.stream_idle_timeout.is_some()),
         ("websocket_idle_timeout", f.websocket_idle_timeout.is_some()),
         ("upstream_http2", f.upstream_http2.is_some()),
+        (
+            "retry_idempotent_writes",
+            f.retry_idempotent_writes.is_some(),
+        ),
+        ("health_path", f.health_path.is_some()),
+        ("health_interval", f.health_interval.is_some()),
         ("max_body", f.max_body.is_some()),
         ("csrf_header", f.csrf_header.is_some()),
         ("csrf_value", f.csrf_value.is_some()),

@@ -1,0 +1,470 @@
+//! The addresses of a route's upstream, which one a request goes to, and which are out.
+//!
+//! Rules:
+//! 1. Every IP address of every origin of a route is one endpoint; a host name is resolved
+//!    when the route is first used and again every [`RESOLVE_EVERY`] (a headless service, DNS
+//!    round robin), and the route balances over all of its addresses. A failed lookup keeps
+//!    the addresses it had.
+//! 2. Round robin over the endpoints that are in.
+//! 3. Passive health: an endpoint that refuses a connection (or resets a fresh one) is out
+//!    for a cool-down of 1 s, doubled at each failure after it came back, up to 30 s. Failures
+//!    of requests sent before it went out do not count again. Any answer brings it back in.
+//! 4. With an active health check (`health_path`), a failed check takes the endpoint out
+//!    until a check passes; a passing check also ends a cool-down.
+//! 5. When every endpoint is out, the request fails at once (502 `upstream_unavailable`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::time::Instant;
+
+use super::clients::EndpointClients;
+use crate::routes::{Origin, Upstream};
+
+/// How often a host name of an upstream is looked up again.
+pub const RESOLVE_EVERY: Duration = Duration::from_secs(5);
+/// The first cool-down of an endpoint that failed, and the longest.
+pub const COOL_DOWN_FIRST: Duration = Duration::from_secs(1);
+pub const COOL_DOWN_MAX: Duration = Duration::from_secs(30);
+
+/// One address of an origin, with its connection pools and its health.
+pub struct Endpoint {
+    pub origin: Origin,
+    pub addr: SocketAddr,
+    pub clients: EndpointClients,
+    health: Health,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.origin.authority, self.addr)
+    }
+}
+
+/// Rule 3, in atomics so the request path takes no lock.
+struct Health {
+    epoch: Instant,
+    /// Milliseconds since `epoch` until which the endpoint is out; 0 = in.
+    out_until: AtomicU64,
+    /// Failures in a row since the endpoint last answered.
+    failures: AtomicU32,
+    /// The active health check failed, and has not passed since.
+    check_failed: AtomicBool,
+}
+
+impl Health {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+impl Endpoint {
+    pub fn new(origin: Origin, addr: SocketAddr, clients: EndpointClients) -> Endpoint {
+        Endpoint {
+            origin,
+            addr,
+            clients,
+            health: Health {
+                epoch: Instant::now(),
+                out_until: AtomicU64::new(0),
+                failures: AtomicU32::new(0),
+                check_failed: AtomicBool::new(false),
+            },
+        }
+    }
+
+    pub fn is_in(&self) -> bool {
+        let until = self.health.out_until.load(Ordering::Acquire);
+        (until == 0 || until <= self.health.now_ms())
+            && !self.health.check_failed.load(Ordering::Acquire)
+    }
+
+    /// The active health check's verdict: a failed check keeps the endpoint out until a
+    /// check passes. Returns whether the verdict changed.
+    pub fn checked(&self, passed: bool) -> bool {
+        let changed = self.health.check_failed.swap(!passed, Ordering::AcqRel) == passed;
+        if passed {
+            self.answered();
+        }
+        changed
+    }
+
+    /// The endpoint failed (rule 3); returns the cool-down it started, if this failure took
+    /// it out.
+    pub fn failed(&self) -> Option<Duration> {
+        let h = &self.health;
+        let now = h.now_ms();
+        let until = h.out_until.load(Ordering::Acquire);
+        if until > now {
+            return None;
+        }
+        let failures = h.failures.fetch_add(1, Ordering::AcqRel).saturating_add(1);
+        let cool = COOL_DOWN_FIRST
+            .saturating_mul(1 << failures.saturating_sub(1).min(16))
+            .min(COOL_DOWN_MAX);
+        let cool_ms = u64::try_from(cool.as_millis()).unwrap_or(u64::MAX);
+        h.out_until
+            .compare_exchange(
+                until,
+                now.saturating_add(cool_ms).max(1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .ok()
+            .map(|_| cool)
+    }
+
+    /// The endpoint answered: it is in, its failures forgotten. Returns whether it was out.
+    pub fn answered(&self) -> bool {
+        let h = &self.health;
+        if h.failures.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        h.failures.store(0, Ordering::Release);
+        h.out_until.store(0, Ordering::Release);
+        true
+    }
+}
+
+/// The endpoints of one upstream (a route's list of origins), shared by every route and
+/// config version that names the same list.
+pub struct Group {
+    pub upstream: Upstream,
+    endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
+    /// Whether a host name is among the origins (else the endpoints never change).
+    named: bool,
+    resolved: tokio::sync::OnceCell<()>,
+    resolved_at: Mutex<Instant>,
+    resolving: AtomicBool,
+    cursor: AtomicUsize,
+}
+
+impl Group {
+    pub fn new(upstream: Upstream, registry: &Registry) -> Group {
+        let fixed: Vec<Arc<Endpoint>> = upstream
+            .origins()
+            .iter()
+            .filter_map(|o| {
+                let ip = o.authority.host().trim_matches(['[', ']']);
+                let ip = ip.parse::<std::net::IpAddr>().ok()?;
+                Some(registry.endpoint(o, SocketAddr::new(ip, o.port())))
+            })
+            .collect();
+        let named = fixed.len() < upstream.origins().len();
+        Group {
+            upstream,
+            endpoints: ArcSwap::from_pointee(fixed),
+            named,
+            resolved: tokio::sync::OnceCell::new(),
+            resolved_at: Mutex::new(Instant::now()),
+            resolving: AtomicBool::new(false),
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// The endpoints now (rule 1): the first call of a group with host names waits for them;
+    /// later calls start a lookup in the background when the last is older than
+    /// [`RESOLVE_EVERY`].
+    pub async fn endpoints(self: &Arc<Self>, registry: &Arc<Registry>) -> Arc<Vec<Arc<Endpoint>>> {
+        if self.named {
+            self.resolved
+                .get_or_init(|| async {
+                    self.resolve(registry).await;
+                })
+                .await;
+            let stale = self
+                .resolved_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .elapsed()
+                >= RESOLVE_EVERY;
+            if stale && !self.resolving.swap(true, Ordering::AcqRel) {
+                let (group, registry) = (Arc::clone(self), Arc::clone(registry));
+                tokio::spawn(async move {
+                    group.resolve(&registry).await;
+                    group.resolving.store(false, Ordering::Release);
+                });
+            }
+        }
+        self.endpoints.load_full()
+    }
+
+    /// Looks every origin up; keeps the old addresses of an origin whose lookup fails.
+    async fn resolve(&self, registry: &Registry) {
+        let old = self.endpoints.load_full();
+        let mut all = Vec::with_capacity(old.len());
+        for origin in self.upstream.origins() {
+            let host = origin.authority.host().trim_matches(['[', ']']);
+            if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+                all.push(registry.endpoint(origin, SocketAddr::new(ip, origin.port())));
+                continue;
+            }
+            match (registry.lookup)(host.to_owned(), origin.port()).await {
+                Ok(mut addrs) => {
+                    addrs.sort();
+                    addrs.dedup();
+                    if addrs.is_empty() {
+                        all.extend(old.iter().filter(|e| e.origin == *origin).cloned());
+                    }
+                    all.extend(addrs.into_iter().map(|a| registry.endpoint(origin, a)));
+                }
+                Err(e) => {
+                    tracing::warn!(upstream = %origin.authority, error = %e, "cannot resolve the upstream's host name; keeping its known addresses");
+                    all.extend(old.iter().filter(|e| e.origin == *origin).cloned());
+                }
+            }
+        }
+        self.endpoints.store(Arc::new(all));
+        *self
+            .resolved_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    }
+
+    /// Rule 2 and 4: the next endpoint that is in, skipping `tried`.
+    pub fn pick<'e>(
+        &self,
+        endpoints: &'e [Arc<Endpoint>],
+        tried: &[Arc<Endpoint>],
+    ) -> Option<&'e Arc<Endpoint>> {
+        let n = endpoints.len();
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .filter_map(|i| endpoints.get(start.wrapping_add(i) % n))
+            .find(|e| e.is_in() && !tried.iter().any(|t| Arc::ptr_eq(t, e)))
+    }
+}
+
+/// Every endpoint and group alive in this process, so that health and pools are shared by
+/// the routes (and the config versions) that name the same address.
+pub struct Registry {
+    endpoints: Mutex<HashMap<(Origin, SocketAddr), Weak<Endpoint>>>,
+    groups: ArcSwap<HashMap<Upstream, Arc<Group>>>,
+    /// Builds an endpoint's clients.
+    pub clients: super::clients::Factory,
+    /// The system resolver (tests put their own).
+    lookup: Lookup,
+}
+
+/// Looks a host name up: its addresses with the port.
+pub type Lookup = Arc<
+    dyn Fn(
+            String,
+            u16,
+        ) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<SocketAddr>>>
+        + Send
+        + Sync,
+>;
+
+fn system_lookup() -> Lookup {
+    Arc::new(|host, port| {
+        Box::pin(async move { Ok(tokio::net::lookup_host((host, port)).await?.collect()) })
+    })
+}
+
+impl Registry {
+    pub fn new(clients: super::clients::Factory) -> Registry {
+        Registry {
+            endpoints: Mutex::default(),
+            groups: ArcSwap::default(),
+            clients,
+            lookup: system_lookup(),
+        }
+    }
+
+    /// The endpoint of `origin` at `addr`, made when no group holds it.
+    pub fn endpoint(&self, origin: &Origin, addr: SocketAddr) -> Arc<Endpoint> {
+        let mut map = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let key = (origin.clone(), addr);
+        if let Some(e) = map.get(&key).and_then(Weak::upgrade) {
+            return e;
+        }
+        map.retain(|_, e| e.strong_count() > 0);
+        let e = Arc::new(Endpoint::new(
+            origin.clone(),
+            addr,
+            self.clients.endpoint(origin, addr),
+        ));
+        map.insert(key, Arc::downgrade(&e));
+        e
+    }
+
+    /// The group of `upstream` (lock-free when it exists), made on first use.
+    pub fn group(self: &Arc<Self>, upstream: &Upstream) -> Arc<Group> {
+        if let Some(g) = self.groups.load().get(upstream) {
+            return Arc::clone(g);
+        }
+        let mut made = None;
+        let mut created = None;
+        self.groups.rcu(|groups| {
+            let mut groups = HashMap::clone(groups);
+            created = None;
+            let g = groups.entry(upstream.clone()).or_insert_with(|| {
+                let g = Arc::new(Group::new(upstream.clone(), self));
+                created = Some(Arc::clone(&g));
+                g
+            });
+            made = Some(Arc::clone(g));
+            groups
+        });
+        if let Some(g) = &created {
+            super::health::start(g, self);
+        }
+        made.unwrap_or_else(|| Arc::new(Group::new(upstream.clone(), self)))
+    }
+
+    /// Keeps the groups of `upstreams` (the routes now configured), dropping the others: a
+    /// group no route names stops its health check once its last request is done.
+    pub fn retain<'u>(self: &Arc<Self>, upstreams: impl Iterator<Item = &'u Upstream>) {
+        let keep: Vec<&Upstream> = upstreams.collect();
+        let old = self.groups.load_full();
+        let mut groups: HashMap<Upstream, Arc<Group>> = old
+            .iter()
+            .filter(|(u, _)| keep.contains(u))
+            .map(|(u, g)| (u.clone(), Arc::clone(g)))
+            .collect();
+        let mut new = Vec::new();
+        for u in keep {
+            groups.entry(u.clone()).or_insert_with(|| {
+                let g = Arc::new(Group::new(u.clone(), self));
+                new.push(Arc::clone(&g));
+                g
+            });
+        }
+        self.groups.store(Arc::new(groups));
+        for g in &new {
+            super::health::start(g, self);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> Arc<Registry> {
+        Arc::new(Registry::new(super::super::clients::Factory::for_tests()))
+    }
+
+    fn upstream(urls: &[&str]) -> Upstream {
+        Upstream::new(
+            urls.iter().map(|u| Origin::parse(u).unwrap()).collect(),
+            false,
+            None,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_endpoint_is_out_for_a_cool_down_that_doubles_up_to_thirty_seconds() {
+        let r = registry();
+        let e = r.endpoint(
+            &Origin::parse("http://127.0.0.1:1").unwrap(),
+            "127.0.0.1:1".parse().unwrap(),
+        );
+        let mut cools = Vec::new();
+        for _ in 0..8 {
+            cools.push(e.failed().unwrap().as_secs());
+            assert!(!e.is_in());
+            assert_eq!(e.failed(), None, "already out: not counted again");
+            tokio::time::advance(COOL_DOWN_MAX).await;
+            assert!(e.is_in(), "back for a try after its cool-down");
+        }
+        assert_eq!(cools, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert!(e.answered());
+        assert_eq!(e.failed().unwrap(), COOL_DOWN_FIRST, "an answer resets it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn round_robin_skips_endpoints_that_are_out_and_none_is_picked_when_all_are() {
+        let r = registry();
+        let g = r.group(&upstream(&["http://127.0.0.1:1", "http://127.0.0.1:2"]));
+        let all = g.endpoints(&r).await;
+        let picks: Vec<u16> = (0..4)
+            .map(|_| g.pick(&all, &[]).unwrap().addr.port())
+            .collect();
+        assert_eq!(picks, [1, 2, 1, 2]);
+        all[0].failed();
+        assert!((0..4).all(|_| g.pick(&all, &[]).unwrap().addr.port() == 2));
+        assert!(
+            g.pick(&all, &[Arc::clone(&all[1])]).is_none(),
+            "tried already"
+        );
+        all[1].failed();
+        assert!(g.pick(&all, &[]).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_host_name_is_balanced_over_all_its_addresses() {
+        let r = registry();
+        let g = r.group(&upstream(&["http://localhost:7"]));
+        let all = g.endpoints(&r).await;
+        assert!(!all.is_empty());
+        assert!(
+            all.iter()
+                .all(|e| e.addr.ip().is_loopback() && e.addr.port() == 7)
+        );
+        assert!(all.iter().all(|e| e.origin.authority == "localhost:7"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_host_name_is_looked_up_again_and_new_addresses_join_the_rotation() {
+        let answers: Arc<Mutex<Vec<SocketAddr>>> =
+            Arc::new(Mutex::new(vec!["10.0.0.1:80".parse().unwrap()]));
+        let dns = Arc::clone(&answers);
+        let mut registry = Registry::new(super::super::clients::Factory::for_tests());
+        registry.lookup = Arc::new(move |_, _| {
+            let now = dns.lock().unwrap().clone();
+            Box::pin(async move { Ok(now) })
+        });
+        let r = Arc::new(registry);
+        let g = r.group(&upstream(&["http://api.internal"]));
+        let ips =
+            |all: &[Arc<Endpoint>]| all.iter().map(|e| e.addr.to_string()).collect::<Vec<_>>();
+        assert_eq!(ips(&g.endpoints(&r).await), ["10.0.0.1:80"]);
+        answers.lock().unwrap().push("10.0.0.2:80".parse().unwrap());
+        assert_eq!(ips(&g.endpoints(&r).await), ["10.0.0.1:80"], "not due yet");
+        tokio::time::advance(RESOLVE_EVERY).await;
+        let _ = g.endpoints(&r).await;
+        tokio::task::yield_now().await;
+        assert_eq!(ips(&g.endpoints(&r).await), ["10.0.0.1:80", "10.0.0.2:80"]);
+        let all = g.endpoints(&r).await;
+        let picks: Vec<u8> = (0..4)
+            .map(|_| {
+                g.pick(&all, &[])
+                    .unwrap()
+                    .addr
+                    .ip()
+                    .to_string()
+                    .ends_with('2') as u8
+            })
+            .collect();
+        assert_eq!(picks.iter().sum::<u8>(), 2, "balanced over both");
+        *answers.lock().unwrap() = Vec::new();
+        tokio::time::advance(RESOLVE_EVERY).await;
+        let _ = g.endpoints(&r).await;
+        tokio::task::yield_now().await;
+        assert_eq!(
+            g.endpoints(&r).await.len(),
+            2,
+            "an empty answer keeps what it had"
+        );
+    }
+
+    #[test]
+    fn routes_naming_the_same_address_share_its_endpoint() {
+        let r = registry();
+        let a = r.group(&upstream(&["http://127.0.0.1:1"]));
+        let b = r.group(&upstream(&["http://127.0.0.1:2", "http://127.0.0.1:1"]));
+        let a0 = Arc::clone(&a.endpoints.load()[0]);
+        let b1 = Arc::clone(&b.endpoints.load()[1]);
+        assert!(Arc::ptr_eq(&a0, &b1));
+    }
+}

@@ -1,0 +1,304 @@
+//! The hyper clients of one endpoint: each connects to that endpoint's IP address only, while
+//! TLS (SNI and certificate verification) and the pool use the host name of its URL, so an
+//! `https://` origin resolved to several addresses is verified as itself at every one. Each
+//! connection tells whether the upstream sent anything since the last request was written
+//! ([`Answered`]), so a request that got any of a response is never sent again.
+//!
+//! Which HTTP version an upstream gets:
+//! 1. `https://` upstreams are offered HTTP/2 and HTTP/1.1 by ALPN; the upstream picks.
+//! 2. `upstream_http2 = true` speaks HTTP/2 only: cleartext with prior knowledge for
+//!    `http://` (h2c, e.g. gRPC), ALPN `h2` for `https://`.
+//! 3. WebSocket handshakes (and health checks) always go out as HTTP/1.1 (ALPN `http/1.1`).
+//!
+//! Each kind has a pooled client (idle connections bounded by `server.upstream_pool_max_idle`
+//! and closed after `server.upstream_idle_timeout`) and a fresh one that never reuses a
+//! connection, for the one retry after a pooled connection failed.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Uri;
+use http_body_util::Empty;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls_pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::Sent;
+use crate::routes::Origin;
+
+pub type Connector = HttpsConnector<Dial>;
+
+/// Connects to one address (the endpoint's), whatever the URL's host: TLS above it still
+/// uses the URL's host name.
+#[derive(Clone, Copy, Debug)]
+pub struct Dial {
+    addr: SocketAddr,
+    timeout: Duration,
+}
+
+impl tower_service::Service<Uri> for Dial {
+    type Response = TokioIo<Watched>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<TokioIo<Watched>>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let Dial { addr, timeout } = *self;
+        Box::pin(async move {
+            let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("connecting to {addr} took longer than {timeout:?}"),
+                    )
+                })??;
+            stream.set_nodelay(true)?;
+            Ok(TokioIo::new(Watched {
+                stream,
+                answered: Answered::default(),
+            }))
+        })
+    }
+}
+
+/// Whether bytes came from the upstream since gatehouse last wrote to the connection: on an
+/// HTTP/1.1 connection, whether the request being sent has any of its response yet.
+#[derive(Clone, Debug, Default)]
+pub struct Answered(Arc<AtomicBool>);
+
+impl Answered {
+    /// Whether the connection of a failed request had received any of its response.
+    pub fn on(error: &hyper_util::client::legacy::Error) -> bool {
+        error.connect_info().is_some_and(|c| {
+            let mut extensions = http::Extensions::new();
+            c.get_extras(&mut extensions);
+            extensions
+                .get::<Answered>()
+                .is_some_and(|a| a.0.load(Ordering::Acquire))
+        })
+    }
+}
+
+/// A TCP connection that keeps [`Answered`] up to date.
+pub struct Watched {
+    stream: TcpStream,
+    answered: Answered,
+}
+
+impl Connection for Watched {
+    fn connected(&self) -> Connected {
+        self.stream.connected().extra(self.answered.clone())
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.answered.0.store(true, Ordering::Release);
+        }
+        read
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let written = Pin::new(&mut this.stream).poll_write(cx, data);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            this.answered.0.store(false, Ordering::Release);
+        }
+        written
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            this.answered.0.store(false, Ordering::Release);
+        }
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// How connections to upstreams are made and pooled (`server.upstream_*`).
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle: usize,
+}
+
+/// Which ALPN protocols a connector offers.
+#[derive(Clone, Copy)]
+enum Alpn {
+    Both,
+    H2,
+    H1,
+}
+
+/// Builds endpoints' clients; one per process.
+#[derive(Clone)]
+pub struct Factory {
+    tls: Arc<rustls::ClientConfig>,
+    settings: PoolSettings,
+}
+
+impl Factory {
+    /// `extra_roots`: CA certificates trusted for https upstreams besides the web roots.
+    pub fn new(
+        settings: PoolSettings,
+        extra_roots: &[CertificateDer<'static>],
+    ) -> Result<Factory, rustls::Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for cert in extra_roots {
+            roots.add(cert.clone())?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(Factory {
+            tls: Arc::new(tls),
+            settings,
+        })
+    }
+
+    /// Web roots only, small pools.
+    #[cfg(test)]
+    pub fn for_tests() -> Factory {
+        let settings = PoolSettings {
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(4),
+            max_idle: 8,
+        };
+        Factory::new(settings, &[]).unwrap()
+    }
+
+    pub fn endpoint(&self, _origin: &Origin, addr: SocketAddr) -> EndpointClients {
+        EndpointClients {
+            factory: self.clone(),
+            addr,
+            both: Default::default(),
+            h2: Default::default(),
+            h1: Default::default(),
+        }
+    }
+
+    fn connector(&self, addr: SocketAddr, alpn: Alpn) -> Connector {
+        let http = Dial {
+            addr,
+            timeout: self.settings.connect_timeout,
+        };
+        let builder = HttpsConnectorBuilder::new()
+            .with_tls_config(rustls::ClientConfig::clone(&self.tls))
+            .https_or_http();
+        match alpn {
+            Alpn::Both => builder.enable_http1().enable_http2().wrap_connector(http),
+            Alpn::H2 => builder.enable_http2().wrap_connector(http),
+            Alpn::H1 => builder.enable_http1().wrap_connector(http),
+        }
+    }
+
+    fn client<B>(&self, addr: SocketAddr, alpn: Alpn, conn: Conn) -> Client<Connector, B>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+    {
+        let mut b = Client::builder(TokioExecutor::new());
+        b.pool_timer(TokioTimer::new())
+            .pool_idle_timeout(self.settings.idle_timeout)
+            .pool_max_idle_per_host(match conn {
+                Conn::Pooled => self.settings.max_idle,
+                Conn::Fresh => 0,
+            });
+        if matches!(alpn, Alpn::H2) {
+            b.http2_only(true);
+        }
+        b.build(self.connector(addr, alpn))
+    }
+}
+
+/// A pooled connection, or one made for this request and never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conn {
+    Pooled,
+    Fresh,
+}
+
+impl Conn {
+    fn index(self) -> usize {
+        match self {
+            Conn::Pooled => 0,
+            Conn::Fresh => 1,
+        }
+    }
+}
+
+/// One endpoint's clients, each made on first use.
+pub struct EndpointClients {
+    factory: Factory,
+    addr: SocketAddr,
+    both: [OnceLock<Client<Connector, Sent>>; 2],
+    h2: [OnceLock<Client<Connector, Sent>>; 2],
+    h1: [OnceLock<Client<Connector, Empty<Bytes>>>; 2],
+}
+
+impl EndpointClients {
+    /// For requests: HTTP/1.1 or ALPN's pick, or HTTP/2 only.
+    pub fn forward(&self, http2_only: bool, conn: Conn) -> &Client<Connector, Sent> {
+        let (lock, alpn) = if http2_only {
+            (&self.h2, Alpn::H2)
+        } else {
+            (&self.both, Alpn::Both)
+        };
+        lock[conn.index()].get_or_init(|| self.factory.client(self.addr, alpn, conn))
+    }
+
+    /// HTTP/1.1 only: WebSocket handshakes and health checks.
+    pub fn http1(&self, conn: Conn) -> &Client<Connector, Empty<Bytes>> {
+        self.h1[conn.index()].get_or_init(|| self.factory.client(self.addr, Alpn::H1, conn))
+    }
+}
