@@ -77,9 +77,8 @@ impl Forwarder {
         let clock = IdleClock::new();
         let timeout = route.stream_idle_timeout;
         let (head, body) = req.into_parts();
-        let slot = BodySlot::new(
-            Watched::new(body, Arc::clone(&clock), timeout).limited(route.max_body),
-        );
+        let slot =
+            BodySlot::new(Watched::new(body, Arc::clone(&clock), timeout).limited(route.max_body));
         let head = Head::from(head);
         let http2 = route.upstream_http2;
         let response = self
