@@ -73,6 +73,7 @@ fn restart_only_changes(old: &FileConfig, new: &FileConfig) -> Vec<&'static str>
             o.max_websockets != n.max_websockets,
         ),
         ("server.watch_config", o.watch_config != n.watch_config),
+        ("server.workers", o.workers != n.workers),
         (
             "server.metrics_listen",
             o.metrics_listen != n.metrics_listen,

@@ -85,6 +85,8 @@ pub struct ServerFile {
     pub max_websockets: Option<usize>,
     /// Address of the separate `/metrics` listener; unset = no metrics.
     pub metrics_listen: Option<String>,
+    /// Accept loops, each on its own single-threaded runtime; unset = one per core.
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
