@@ -55,6 +55,8 @@ pub struct CacheStats {
     pub invalidations: u64,
     /// Times the cache went live (tracking connection up and tracking).
     pub connects: u64,
+    /// Whether copies are served now (tracking is up).
+    pub live: bool,
 }
 
 #[derive(Clone)]
@@ -112,6 +114,7 @@ impl LocalCache {
         CacheStats {
             invalidations: self.inner.invalidations.load(Ordering::Relaxed),
             connects: self.inner.connects.load(Ordering::Relaxed),
+            live: self.is_live(),
         }
     }
 
