@@ -26,7 +26,8 @@ fn rss() -> Option<u64> {
     Some(pages * 4096)
 }
 
-fn identity() -> Identity {
+/// User `n`: every session its own subject and provider session, as real traffic has.
+fn identity(n: usize) -> Identity {
     let claims = json!({
         "sub": "alice",
         "email": "alice@example.test",
@@ -34,8 +35,8 @@ fn identity() -> Identity {
         "name": "Alice Example",
     });
     Identity {
-        sub: "alice".into(),
-        sid: Some("provider-session-1".into()),
+        sub: format!("user-{n:08}"),
+        sid: Some(format!("provider-session-{n:08}")),
         claims: claims.as_object().cloned().unwrap_or_default(),
         aud: vec!["bff".into()],
         auth_time: Some(now()),
@@ -81,12 +82,12 @@ memory_capacity = {count}
         refresh_token: Some(Secret::new("r".repeat(refresh))),
         id_token: Some(Secret::new("i".repeat(id))),
     };
-    let sample = sessions.new_session(identity(), tokens());
+    let sample = sessions.new_session(identity(0), tokens());
     let record = serde_json::to_vec(&sample).map_or(0, |v| v.len()) + 12 + 16;
 
     let before = rss().unwrap_or(0);
-    for _ in 0..count {
-        let session = sessions.new_session(identity(), tokens());
+    for n in 0..count {
+        let session = sessions.new_session(identity(n), tokens());
         if let Err(e) = sessions.create(&session).await {
             eprintln!("session_memory: {e}");
             return ExitCode::FAILURE;
