@@ -1,63 +1,165 @@
 #!/usr/bin/env bash
-# A bounded load test on loopback. Builds the demo (examples/demo.rs) in release mode, signs in
-# with curl through the test provider's sign-in form, then points wrk at the demo API directly
-# and through gatehouse, and prints requests/s for each run.
+# Gatehouse against nginx, side by side in one run on loopback (issue 11's proof).
 #
-#   scripts/loadtest.sh            # memory store, then Redis if it answers on 127.0.0.1:6379
+# Brings up, all on 127.0.0.1:
+#   - nginx as a fixed-response upstream (`return 200`, no access log);
+#   - nginx as the reference: plain `proxy_pass` to it, keepalive pool, 2 workers, access log
+#     on (one line per request to a file, as nginx ships);
+#   - the test provider (from examples/demo.rs) to sign in against;
+#   - the gatehouse release binary, memory store then Redis store, each with an
+#     `auth = "none"` route and an `auth = "required"` route to the same upstream, access log
+#     at `info` to a file and (memory) the metrics listener on; and once more logging warnings
+#     only without metrics, to show what logging and metrics cost;
+# signs in the way a browser would (curl through the provider's sign-in form), and runs
+# `wrk -t1 -c32` and `-c256` against each target. Prints requests/s, p99 latency and the
+# ratio to nginx plain from this one run: figures from different runs are not comparable on a
+# shared machine.
 #
-# Env: DURATION (default 10s), PORT_OFFSET (default 20000: gatehouse on 28080, provider 29000,
-# API 29100; the Redis run uses PORT_OFFSET+1), REDIS_URL (default
-# redis://127.0.0.1:6379), CARGO_TARGET_DIR. Every wrk run is -t2 -c32 -d$DURATION.
+#   scripts/loadtest.sh
 #
-# /api/echo answers without calling anyone, so "direct" vs "gatehouse" on it is the proxy's
-# cost (cookie open, session load, CSRF check, header rewrite, one more hop). /api/hello also
-# asks the provider's /userinfo about the token on every request.
+# Env: DURATION (default 5s), CONNECTIONS (default "32 256"), PORT_BASE (default 21000),
+# REDIS_URL (default redis://127.0.0.1:6379; the Redis run is skipped when none answers),
+# GATEHOUSE_LOG (default info), CARGO_TARGET_DIR, NO_BUILD (set: use the binaries already in
+# $CARGO_TARGET_DIR/release), KEEP (set: keep the scratch directory).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-DURATION=${DURATION:-10s}
-PORT_OFFSET=${PORT_OFFSET:-20000}
+DURATION=${DURATION:-5s}
+CONNECTIONS=${CONNECTIONS:-"32 256"}
+PORT_BASE=${PORT_BASE:-21000}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
-BIN="${CARGO_TARGET_DIR:-target}/release/examples/demo"
-WRK=(wrk -t2 -c32 "-d$DURATION" --latency)
+LOG_FILTER=${GATEHOUSE_LOG:-info}
+TARGET=${CARGO_TARGET_DIR:-target}
+UPSTREAM_PORT=$((PORT_BASE + 1))
+NGINX_PORT=$((PORT_BASE + 2))
+MEMORY_PORT=$((PORT_BASE + 3))
+REDIS_PORT=$((PORT_BASE + 4))
+METRICS_PORT=$((PORT_BASE + 5))
+QUIET_PORT=$((PORT_BASE + 6))
+DEMO_OFFSET=$((PORT_BASE - 8080 + 100)) # the demo's own gatehouse, provider and API
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'loadtest: %s\n' "$*" >&2; exit 1; }
 
-command -v wrk >/dev/null || die "wrk is not installed"
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+  say "installing nginx and wrk with apt"
+  apt-get update -qq && apt-get install -y -qq nginx wrk >/dev/null \
+    || die "cannot install nginx and wrk (apt-get install -y nginx wrk)"
+fi
 command -v curl >/dev/null || die "curl is not installed"
 
-say "cargo build --release --locked --example demo"
-cargo build --release --locked --example demo
+if [ -z "${NO_BUILD:-}" ]; then
+  say "cargo build --release --locked --bin gatehouse --example demo"
+  cargo build --release --locked --bin gatehouse --example demo
+fi
 
+scratch=$(mktemp -d)
 pids=()
-logs=()
 cleanup() {
   for pid in "${pids[@]}"; do
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
-  for log in "${logs[@]}"; do rm -f "$log"; done
+  if [ -n "${KEEP:-}" ]; then say "kept $scratch"; else rm -rf "$scratch"; fi
 }
 trap cleanup EXIT
 
-# start_demo OFFSET [demo flags...]: runs the demo with warnings-only logs (the per-request
-# access log would otherwise be part of what we measure) and waits until gatehouse is ready.
-start_demo() {
-  local offset=$1 log
-  shift
-  log=$(mktemp)
-  logs+=("$log")
-  "$BIN" --port-offset "$offset" --log warn "$@" >"$log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 100); do
-    if curl -fsS -o /dev/null "http://127.0.0.1:$((8080 + offset))/readyz" 2>/dev/null; then
-      return 0
-    fi
+# wait_for URL LOG: until URL answers 2xx, or shows LOG and gives up.
+wait_for() {
+  for _ in $(seq 150); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
     sleep 0.1
   done
-  cat "$log" >&2
-  die "the demo did not become ready on port $((8080 + offset))"
+  cat "$2" >&2
+  die "nothing answers at $1"
+}
+
+# --- nginx: the fixed upstream and the reference proxy, one master, 2 workers -------------
+mkdir -p "$scratch/nginx"
+cat >"$scratch/nginx/nginx.conf" <<EOF
+worker_processes 2;
+daemon off;
+pid $scratch/nginx/nginx.pid;
+error_log $scratch/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  client_body_temp_path $scratch/nginx/body;
+  proxy_temp_path $scratch/nginx/proxy;
+  fastcgi_temp_path $scratch/nginx/fastcgi;
+  uwsgi_temp_path $scratch/nginx/uwsgi;
+  scgi_temp_path $scratch/nginx/scgi;
+  keepalive_requests 1000000;
+  upstream fixed {
+    server 127.0.0.1:$UPSTREAM_PORT;
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:$UPSTREAM_PORT reuseport;
+    access_log off;
+    location / {
+      default_type application/json;
+      return 200 '{"ok":true}';
+    }
+  }
+  server {
+    listen 127.0.0.1:$NGINX_PORT reuseport;
+    access_log $scratch/nginx/access.log;
+    location / {
+      proxy_pass http://fixed;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+say "nginx: upstream :$UPSTREAM_PORT, reference proxy :$NGINX_PORT"
+nginx -p "$scratch/nginx" -c "$scratch/nginx/nginx.conf" >"$scratch/nginx/stdout.log" 2>&1 &
+pids+=($!)
+wait_for "http://127.0.0.1:$NGINX_PORT/" "$scratch/nginx/error.log"
+
+# --- the provider: the demo stack's test OpenID Provider -----------------------------------
+say "demo (test provider) at port offset $DEMO_OFFSET"
+"$TARGET/release/examples/demo" --port-offset "$DEMO_OFFSET" --log warn >"$scratch/demo.log" 2>&1 &
+pids+=($!)
+issuer="http://127.0.0.1:$((9000 + DEMO_OFFSET))"
+wait_for "$issuer/.well-known/openid-configuration" "$scratch/demo.log"
+
+# start_gatehouse PORT STORE_TOML [LOG_FILTER]: the release binary with both routes (and the
+# metrics listener on the memory instance); waits for /readyz.
+start_gatehouse() {
+  local port=$1 store=$2 filter=${3:-$LOG_FILTER} dir="$scratch/gatehouse-$1" metrics=""
+  mkdir -p "$dir"
+  [ "$port" = "$MEMORY_PORT" ] && metrics="metrics_listen = \"127.0.0.1:$METRICS_PORT\""
+  cat >"$dir/config.toml" <<EOF
+[server]
+listen = "127.0.0.1:$port"
+public_origin = "http://127.0.0.1:$port"
+max_connections_per_ip = 0
+$metrics
+
+[oidc]
+issuer = "$issuer"
+client_id = "bff"
+client_secret = "bff-secret"
+
+[session]
+keys = ["$(head -c 32 /dev/urandom | base64)"]
+$store
+
+[[routes]]
+path = "/open/"
+upstream = "http://127.0.0.1:$UPSTREAM_PORT"
+auth = "none"
+
+[[routes]]
+path = "/api/"
+upstream = "http://127.0.0.1:$UPSTREAM_PORT"
+auth = "required"
+EOF
+  "$TARGET/release/gatehouse" --config "$dir/config.toml" --log "$filter" \
+    >"$dir/access.log" 2>&1 &
+  pids+=($!)
+  wait_for "http://127.0.0.1:$port/readyz" "$dir/access.log"
 }
 
 # header NAME: the first value of response header NAME in the headers on stdin.
@@ -65,9 +167,9 @@ header() {
   tr -d '\r' | awk -v name="$1" 'tolower($0) ~ "^" name ":" { sub(/^[^:]*: */, ""); print; exit }'
 }
 
-# cookie NAME: "NAME=value" from the Set-Cookie headers on stdin.
+# cookie NAME_REGEX: "name=value" of the first Set-Cookie on stdin whose name matches.
 cookie() {
-  tr -d '\r' | grep -i '^set-cookie:' | sed -E 's/^[^:]*: *//; s/;.*//' | grep "^$1=" | head -n1
+  tr -d '\r' | grep -i '^set-cookie:' | sed -E 's/^[^:]*: *//; s/;.*//' | grep -E "^$1=" | head -n1
 }
 
 # login ORIGIN: signs in as alice the way a browser would; prints the session cookie pair.
@@ -75,7 +177,7 @@ login() {
   local origin=$1 headers authorize binding form callback provider session
   headers=$(curl -sS -D - -o /dev/null "$origin/auth/login?return_to=/")
   authorize=$(header location <<<"$headers")
-  binding=$(cookie __Host-gatehouse-login <<<"$headers")
+  binding=$(cookie '__Host-gatehouse-login-[^=]*' <<<"$headers")
   [ -n "$authorize" ] && [ -n "$binding" ] || die "/auth/login did not redirect to the provider"
 
   # The provider's sign-in form: post back its hidden fields, choosing alice.
@@ -95,50 +197,76 @@ login() {
 
   session=$(curl -sS -D - -o /dev/null -H "Cookie: $binding" "$callback" | cookie __Host-gatehouse)
   [ -n "$session" ] || die "the callback set no session cookie"
-  curl -fsS -o /dev/null -H "Cookie: $session" -H 'X-CSRF: 1' "$origin/api/hello" \
-    || die "the session cookie does not reach /api/hello"
+  curl -fsS -o /dev/null -H "Cookie: $session" -H 'X-CSRF: 1' "$origin/api/check" \
+    || die "the session cookie does not pass the required route"
   printf '%s\n' "$session"
 }
 
-results=()
-# run LABEL URL [wrk -H flags...]: one wrk run; records requests/s and p99 latency.
+declare -A rps p99
+labels=()
+# run LABEL URL [wrk -H flags...]: one wrk run per connection count.
 run() {
-  local label=$1 url=$2 out rps p99 errors
+  local label=$1 url=$2 c out errors
   shift 2
-  say "wrk $label: $url"
-  out=$("${WRK[@]}" "$@" "$url")
-  printf '%s\n' "$out" >&2
-  rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
-  p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
-  errors=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' <<<"$out")
-  results+=("$(printf '%-34s %10s req/s   p99 %-8s %s' "$label" "$rps" "$p99" \
-    "${errors:+non-2xx: $errors}")")
+  labels+=("$label")
+  for c in $CONNECTIONS; do
+    say "wrk -t1 -c$c -d$DURATION $label: $url"
+    out=$(wrk -t1 "-c$c" "-d$DURATION" --latency "$@" "$url")
+    printf '%s\n' "$out" >&2
+    errors=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' <<<"$out")
+    [ -z "$errors" ] || die "$label at c$c: $errors non-2xx responses"
+    rps[$label,$c]=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+    p99[$label,$c]=$(awk '$1 == "99%" { print $2 }' <<<"$out")
+  done
 }
 
-# Memory store.
-start_demo "$PORT_OFFSET"
-gh="http://127.0.0.1:$((8080 + PORT_OFFSET))"
-api="http://127.0.0.1:$((9100 + PORT_OFFSET))"
-session=$(login "$gh")
-run "direct  /api/echo" "$api/api/echo"
-run "gatehouse /api/echo (memory)" "$gh/api/echo" -H "Cookie: $session" -H 'X-CSRF: 1'
-run "gatehouse /api/hello (memory)" "$gh/api/hello" -H "Cookie: $session" -H 'X-CSRF: 1'
+run "upstream direct" "http://127.0.0.1:$UPSTREAM_PORT/api/x"
+run "nginx plain proxy_pass" "http://127.0.0.1:$NGINX_PORT/api/x"
 
-# Redis store, when one answers.
+start_gatehouse "$MEMORY_PORT" 'store = "memory"'
+gh="http://127.0.0.1:$MEMORY_PORT"
+session=$(login "$gh")
+run "gatehouse none" "$gh/open/x"
+run "gatehouse required memory" "$gh/api/x" -H "Cookie: $session" -H 'X-CSRF: 1'
+
+# What the access log and metrics cost: the same route, logging warnings only, no metrics.
+start_gatehouse "$QUIET_PORT" 'store = "memory"' warn
+run "gatehouse none, log warn, no metrics" "http://127.0.0.1:$QUIET_PORT/open/x"
+
 redis_host_port=${REDIS_URL#*://}
 redis_host_port=${redis_host_port%%/*}
 if (exec 3<>"/dev/tcp/${redis_host_port%:*}/${redis_host_port##*:}" && printf 'PING\r\n' >&3 \
     && timeout 3 head -c 7 <&3 | grep -q PONG) 2>/dev/null; then
-  offset=$((PORT_OFFSET + 1))
-  start_demo "$offset" --redis "$REDIS_URL"
-  gh="http://127.0.0.1:$((8080 + offset))"
+  start_gatehouse "$REDIS_PORT" "store = \"redis\"
+redis_url = \"$REDIS_URL\"
+redis_prefix = \"gatehouse-loadtest:\""
+  gh="http://127.0.0.1:$REDIS_PORT"
   session=$(login "$gh")
-  run "gatehouse /api/echo (redis)" "$gh/api/echo" -H "Cookie: $session" -H 'X-CSRF: 1'
-  run "gatehouse /api/hello (redis)" "$gh/api/hello" -H "Cookie: $session" -H 'X-CSRF: 1'
+  run "gatehouse required redis" "$gh/api/x" -H "Cookie: $session" -H 'X-CSRF: 1'
 else
-  say "no Redis answers at $REDIS_URL: skipping the Redis runs"
+  say "no Redis answers at $REDIS_URL: skipping the Redis run"
 fi
 
+# ms LATENCY: wrk's "1.23ms" / "456.00us" / "1.02s" in milliseconds.
+ms() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.2f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.2f", v }
+    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.2f", v * 1000 }
+    else printf "?" }'
+}
+
 echo
-echo "wrk -t2 -c32 -d$DURATION on $(nproc) cores, loopback:"
-printf '  %s\n' "${results[@]}"
+echo "wrk -t1 -d$DURATION, $(nproc) cores, loopback, access logs on; one run (shared machine: noisy)"
+printf '%-38s' "target"
+for c in $CONNECTIONS; do printf ' | %10s %9s %7s' "c$c req/s" "p99 ms" "ratio"; done
+echo
+ref=${labels[1]}
+for label in "${labels[@]}"; do
+  printf '%-38s' "$label"
+  for c in $CONNECTIONS; do
+    ratio=$(awk -v a="${rps[$label,$c]}" -v b="${rps[$ref,$c]}" 'BEGIN { printf "%.2f", a / b }')
+    printf ' | %10s %9s %6sx' "${rps[$label,$c]}" "$(ms "${p99[$label,$c]}")" "$ratio"
+  done
+  echo
+done

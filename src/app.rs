@@ -57,7 +57,11 @@ pub enum StartError {
 
 impl App {
     pub fn new(mut config: Config) -> Result<App, StartError> {
-        let store = Store::new(&config.session.store, config.session.store_timeout)?;
+        let store = Store::with_local_cache(
+            &config.session.store,
+            config.session.store_timeout,
+            &config.session.key_prefix,
+        )?;
         let keys = std::mem::replace(
             &mut config.session.keys,
             crate::cookie::KeyRing::new(Vec::new()),

@@ -137,8 +137,14 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run => {
             let config = Config::load(&cli.config, &ProcessEnv)?;
-            let runtime =
-                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            // Requests run on `server.workers` single-threaded runtimes (see
+            // `server::bind_workers`); this one carries background work and trace export.
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("gatehouse-control")
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
             // Trace export runs its sends on this runtime, so it starts inside it.
             let telemetry = {
                 let _inside = runtime.enter();
@@ -148,24 +154,20 @@ fn main() -> anyhow::Result<()> {
                     config.telemetry.otlp.as_ref(),
                 )?
             };
-            let served = runtime.block_on(async {
-                let listener = tokio::net::TcpListener::bind(config.server.listen)
-                    .await
-                    .with_context(|| {
-                        format!("cannot listen on {} (server.listen)", config.server.listen)
-                    })?;
-                let source = gatehouse::reload::Source {
-                    path: cli.config.clone(),
-                };
-                gatehouse::server::run_reloadable(
-                    listener,
+            let listen = config.server.listen;
+            let workers = gatehouse::server::bind_workers(listen, config.server.workers)
+                .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
+            let source = gatehouse::reload::Source {
+                path: cli.config.clone(),
+            };
+            let served = runtime
+                .block_on(gatehouse::server::run_workers(
+                    workers,
                     config,
                     Some(source),
                     shutdown_signal(),
-                )
-                .await?;
-                Ok::<_, anyhow::Error>(())
-            });
+                ))
+                .map_err(anyhow::Error::from);
             // The runtime still runs the last exports while the spans and lines are flushed.
             telemetry.shutdown();
             served

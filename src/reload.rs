@@ -82,6 +82,7 @@ fn restart_only_changes(old: &FileConfig, new: &FileConfig) -> Vec<&'static str>
             o.max_websockets != n.max_websockets,
         ),
         ("server.watch_config", o.watch_config != n.watch_config),
+        ("server.workers", o.workers != n.workers),
         (
             "server.metrics_listen",
             o.metrics_listen != n.metrics_listen,
@@ -129,6 +130,7 @@ fn carry_over(old: &Config, new: &mut Config) {
     n.upstream_ca.clone_from(&o.upstream_ca);
     n.max_websockets = o.max_websockets;
     n.watch_config = o.watch_config;
+    n.workers = o.workers;
     let refresh_skew = new.oidc.refresh_skew;
     new.oidc = old.oidc.clone();
     new.oidc.refresh_skew = refresh_skew;

@@ -90,6 +90,46 @@ fn request_of_head_size(host: &str, size: usize) -> String {
 }
 
 /// Writes `request` in `chunk`-byte segments, then reads one response head; returns its status.
+#[tokio::test]
+async fn the_connection_limit_is_shared_by_every_worker() {
+    let provider = TestProvider::start(ProviderOptions::default()).await;
+    let upstream = EchoUpstream::start().await;
+    let text = config(&provider, &upstream, "").replacen(
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\nheader_read_timeout = \"30s\"\nmax_connections = 1\nmax_connections_per_ip = 0",
+        1,
+    );
+    // Four accept loops: with a limit per loop, sixteen connections spread by the kernel
+    // would keep several open.
+    let gh = Gatehouse::start_on_workers(&text, 4).await;
+    // Whether the server keeps `s` open (it closes a refused connection at once).
+    async fn held(s: &mut tokio::net::TcpStream) -> bool {
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await;
+        !matches!(read, Ok(Ok(0)) | Ok(Err(_)))
+    }
+    // The readiness probe's connection may still hold the one slot for a moment.
+    let mut first = None;
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(gh.addr).await.unwrap();
+        if held(&mut s).await {
+            first = Some(s);
+            break;
+        }
+    }
+    let _first = first.expect("one connection is accepted");
+    let mut checks = tokio::task::JoinSet::new();
+    for _ in 0..15 {
+        let mut s = tokio::net::TcpStream::connect(gh.addr).await.unwrap();
+        checks.spawn(async move { held(&mut s).await });
+    }
+    let open = checks.join_all().await.into_iter().filter(|h| *h).count();
+    assert_eq!(
+        open, 0,
+        "connections held beyond max_connections = 1 across four workers"
+    );
+}
+
 async fn send_segmented(s: &mut tokio::net::TcpStream, request: &str, chunk: usize) -> u16 {
     for part in request.as_bytes().chunks(chunk) {
         s.write_all(part).await.unwrap();

@@ -107,6 +107,14 @@ async fn redis_restart_answers_503_meanwhile_and_loses_no_session() {
     assert_eq!(b.api(Method::GET, "/api/x").await.status(), 200);
 
     redis.stop();
+    // The local session cache serves copies until it notices its tracking connection is
+    // gone (one event-loop turn after the socket closes); from then on every read is Redis'.
+    let mut polls = 0;
+    while gh.app.sessions.store.cache_stats().is_some_and(|s| s.live) {
+        polls += 1;
+        assert!(polls < 500, "the session cache never noticed Redis stopped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let cookie_before = b.session_cookie().unwrap();
     for _ in 0..3 {
         let res = b.api(Method::GET, "/api/x").await;

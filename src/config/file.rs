@@ -95,6 +95,8 @@ pub struct ServerFile {
     pub upstream_idle_timeout: Option<String>,
     /// Idle pooled connections kept per upstream address.
     pub upstream_pool_max_idle: Option<usize>,
+    /// Accept loops, each on its own single-threaded runtime; unset = one per core.
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -74,6 +74,9 @@ pub struct ServerConfig {
     pub watch_config: bool,
     /// Most WebSockets relayed at once by this instance.
     pub max_websockets: usize,
+    /// How many single-threaded runtimes serve requests, each accepting on its own
+    /// `SO_REUSEPORT` socket of `listen` (the binary's `run`; tests serve on one).
+    pub workers: usize,
 }
 
 /// Metrics and trace export; everything off by default.

@@ -18,16 +18,19 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::cookie::CookieNames;
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "transfer-encoding",
-    "upgrade",
+static HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    TE,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
 ];
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// A header name to strip: exact, or a prefix (written with a trailing `*` in config).
 /// Names compare lowercase, with `_` and `-` taken as the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,17 +137,19 @@ fn is_spoofable(name: &HeaderName, extra: &[HeaderPattern]) -> bool {
 
 /// Removes hop-by-hop headers, including those the `Connection` header lists.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
+    if headers.contains_key(CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
     }
-    for name in HOP_BY_HOP {
+    for name in HOP_BY_HOP.iter() {
         headers.remove(name);
     }
 }
@@ -207,13 +212,16 @@ pub fn prepare_request(headers: &mut HeaderMap, f: Forwarding<'_>) {
     if trailers {
         headers.insert(TE, HeaderValue::from_static("trailers"));
     }
-    let spoofed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| is_spoofable(n, f.strip))
-        .cloned()
-        .collect();
-    for name in spoofed {
-        headers.remove(name);
+    // Spoofed headers are rare: the list is built (and allocated) only when there is one.
+    if headers.keys().any(|n| is_spoofable(n, f.strip)) {
+        let spoofed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| is_spoofable(n, f.strip))
+            .cloned()
+            .collect();
+        for name in spoofed {
+            headers.remove(name);
+        }
     }
     match f.cookie {
         Some(kept) => {
@@ -230,20 +238,13 @@ pub fn prepare_request(headers: &mut HeaderMap, f: Forwarding<'_>) {
         }
     }
     for (name, value) in [
-        ("x-forwarded-for", f.client_ip.as_str()),
-        ("x-forwarded-proto", f.proto),
-        ("x-forwarded-host", f.host),
-        ("host", f.upstream_authority),
+        (X_FORWARDED_FOR.clone(), f.client_ip.as_str()),
+        (X_FORWARDED_PROTO.clone(), f.proto),
+        (X_FORWARDED_HOST.clone(), f.host),
+        (HOST, f.upstream_authority),
     ] {
         if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(
-                if name == "host" {
-                    HOST
-                } else {
-                    HeaderName::from_static(name)
-                },
-                v,
-            );
+            headers.insert(name, v);
         }
     }
 }

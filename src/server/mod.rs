@@ -83,30 +83,212 @@ pub async fn run_reloadable(
     Ok(())
 }
 
+/// One accept loop's runtime and its socket: built on the caller's thread by
+/// [`bind_workers`], so bind errors surface before anything is served.
+pub struct Worker {
+    runtime: tokio::runtime::Runtime,
+    listener: TcpListener,
+}
+
+impl Worker {
+    /// The address this worker's socket is bound to (the same for all of them).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// `workers` single-threaded runtimes, each with its own socket bound to `addr` with
+/// `SO_REUSEPORT`, so the kernel spreads new connections over them and a connection lives
+/// on one core from accept to close. Port 0 picks one free port that all of them share.
+pub fn bind_workers(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<Worker>> {
+    let mut bound = Vec::with_capacity(workers);
+    let mut addr = addr;
+    for _ in 0..workers.max(1) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let listener = {
+            // A tokio socket belongs to the runtime it is registered in.
+            let _inside = runtime.enter();
+            let socket = match addr {
+                SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+            };
+            socket.set_reuseaddr(true)?;
+            socket.set_reuseport(true)?;
+            socket.bind(addr)?;
+            socket.listen(LISTEN_BACKLOG)?
+        };
+        addr = listener.local_addr()?;
+        bound.push(Worker { runtime, listener });
+    }
+    Ok(bound)
+}
+
+/// Pending connections per socket, as nginx's default on Linux.
+const LISTEN_BACKLOG: u32 = 511;
+
+/// Like [`run_reloadable`], on [`bind_workers`]' runtimes (the binary's `run`). Background
+/// work (provider metadata, reloads, `/metrics`) stays on the caller's runtime; requests
+/// run on the workers. Connection limits, sessions and everything else are shared.
+pub async fn run_workers(
+    workers: Vec<Worker>,
+    config: Config,
+    source: Option<crate::reload::Source>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let app = Arc::new(App::new(config)?);
+    let reloads = source.map(|source| {
+        tokio::spawn(crate::reload::watch(
+            Arc::clone(&app),
+            source,
+            Arc::new(crate::config::ProcessEnv),
+        ))
+    });
+    app.metrics.install_global();
+    serve_workers(workers, app, shutdown).await;
+    if let Some(task) = reloads {
+        task.abort();
+    }
+    Ok(())
+}
+
 /// Serves an already built `app` (tests keep a handle on it to look inside), and `/metrics`
 /// when configured. Only [`run`] installs the metrics recorder for the whole process; callers
 /// of `serve` install it where they want the counters recorded (tests: their own thread).
 pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    serve_on(Some(listener), Vec::new(), app, shutdown).await;
+}
+
+/// Like [`serve`], accepting on `workers` (see [`bind_workers`]), each on its own thread.
+pub async fn serve_workers(
+    workers: Vec<Worker>,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_on(None, workers, app, shutdown).await;
+}
+
+/// What every accept loop shares: one connection budget, one per-IP count, one drain.
+#[derive(Clone)]
+struct Acceptor {
+    app: Arc<App>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    limit: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
+    /// Every connection task holds a clone; draining waits until all are dropped.
+    alive: mpsc::Sender<()>,
+    /// Turns true when connections are to finish their requests and close.
+    stopping: watch::Receiver<bool>,
+}
+
+async fn serve_on(
+    here: Option<TcpListener>,
+    workers: Vec<Worker>,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+) {
     let discovery = tokio::spawn(discover(Arc::clone(&app)));
     let scrape = crate::telemetry::scrape::spawn(&app.metrics);
     let store = app.sessions.store.clone();
     tokio::spawn(async move { store.probe().await });
     let limits = tokio::spawn(forget_quiet_clients(Arc::clone(&app)));
-    let server = &app.config().server;
-    let limit = Arc::new(Semaphore::new(server.max_connections));
-    let per_ip = PerIp::new(server.max_connections_per_ip);
-    // Every connection task holds a sender; draining waits until all are dropped.
+    let config = app.snapshot();
+    let server = &config.server;
     let (alive, mut drained) = mpsc::channel::<()>(1);
     let (stop, stopping) = watch::channel(false);
-    let builder = Arc::new(builder(&app));
+    let acceptor = Acceptor {
+        app: Arc::clone(&app),
+        builder: Arc::new(builder(&app)),
+        limit: Arc::new(Semaphore::new(server.max_connections)),
+        per_ip: PerIp::new(server.max_connections_per_ip),
+        alive,
+        stopping,
+    };
+    let listen = here
+        .as_ref()
+        .or(workers.first().map(|w| &w.listener))
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     tracing::info!(
-        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        listen = %listen,
+        workers = workers.len().max(1),
         origin = %server.origin,
         store = app.sessions.store.kind(),
-        routes = app.config().routes.iter().count(),
+        routes = config.routes.iter().count(),
         "gatehouse listening"
     );
-    tokio::pin!(shutdown);
+    drop(config);
+    // Accept loops end when `quit` turns true; worker threads then wait for `finished`
+    // (connections drained or the grace spent) before their runtimes drop.
+    let (quit, quitting) = watch::channel(false);
+    let (finished, finishing) = watch::channel(false);
+    let threads: Vec<_> = workers
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, worker)| {
+            let (acceptor, mut quitting, mut finishing) =
+                (acceptor.clone(), quitting.clone(), finishing.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("gatehouse-worker-{i}"))
+                .spawn(move || {
+                    let Worker { runtime, listener } = worker;
+                    runtime.block_on(async move {
+                        accept(listener, acceptor, async move {
+                            let _ = quitting.wait_for(|q| *q).await;
+                        })
+                        .await;
+                        let _ = finishing.wait_for(|f| *f).await;
+                    });
+                });
+            spawned
+                .map_err(|e| tracing::error!(error = %e, "cannot start a worker thread"))
+                .ok()
+        })
+        .collect();
+    match here {
+        Some(listener) => accept(listener, acceptor.clone(), shutdown).await,
+        None => shutdown.await,
+    }
+    let _ = quit.send(true);
+    drop(acceptor);
+    discovery.abort();
+    limits.abort();
+    tracing::info!(
+        websockets = app.sockets.len(),
+        "shutting down: finishing in-flight requests, closing WebSockets"
+    );
+    app.sockets.close_all(Close::Shutdown);
+    let _ = stop.send(true);
+    tokio::select! {
+        _ = drained.recv() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(app.config().server.shutdown_grace) => tracing::warn!("shutdown grace elapsed with connections still open"),
+    }
+    let _ = finished.send(true);
+    for thread in threads {
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+    // Scrapes go on while connections drain.
+    if let Some(scrape) = scrape {
+        scrape.abort();
+    }
+}
+
+/// Accepts on `listener` until `stop` completes, within the shared limits.
+async fn accept(listener: TcpListener, acceptor: Acceptor, stop: impl Future<Output = ()>) {
+    let Acceptor {
+        app,
+        builder,
+        limit,
+        per_ip,
+        alive,
+        stopping,
+    } = acceptor;
+    tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -118,7 +300,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut stop => break,
         };
         let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
             tracing::warn!("connection limit reached, closing a new connection");
@@ -140,24 +322,6 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
             let slot = Slot::new(permit, ip_slot, alive, open);
             connection(app, &builder, stream, peer, stopping, slot).await;
         });
-    }
-    drop(listener);
-    discovery.abort();
-    limits.abort();
-    tracing::info!(
-        websockets = app.sockets.len(),
-        "shutting down: finishing in-flight requests, closing WebSockets"
-    );
-    app.sockets.close_all(Close::Shutdown);
-    let _ = stop.send(true);
-    drop(alive);
-    tokio::select! {
-        _ = drained.recv() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(app.config().server.shutdown_grace) => tracing::warn!("shutdown grace elapsed with connections still open"),
-    }
-    // Scrapes go on while connections drain.
-    if let Some(scrape) = scrape {
-        scrape.abort();
     }
 }
 

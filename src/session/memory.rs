@@ -67,8 +67,8 @@ impl MemoryStore {
         }
     }
 
-    pub(super) fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.cache.get(key).map(|e| e.data.to_vec())
+    pub(super) fn get(&self, key: &str) -> Option<Arc<[u8]>> {
+        self.cache.get(key).map(|e| e.data)
     }
 
     pub(super) fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {

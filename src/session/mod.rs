@@ -12,6 +12,7 @@ mod store;
 pub use login::{LOGIN_TTL, LoginCookies, LoginTxn, MAX_PENDING_LOGINS, MAX_RETURN_TO};
 pub use memory::MemoryStore;
 pub use record::{CookieSecret, RefreshClaim, Session, Tokens, now, now_ms, random_token};
+pub use redis::CacheStats;
 pub use store::{Store, StoreError};
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,7 +35,7 @@ pub struct Loaded {
     pub session: Session,
     pub secret: CookieSecret,
     pub key: String,
-    raw: Vec<u8>,
+    raw: Arc<[u8]>,
 }
 
 impl Loaded {
@@ -188,12 +189,12 @@ impl Sessions {
                 record::seal(&loaded.secret.record_key, &loaded.key, &loaded.session)
             {
                 let store = self.store.clone();
+                let sealed: Arc<[u8]> = sealed.into();
                 let (key, expected, ttl) = (
                     loaded.key.clone(),
-                    std::mem::take(&mut loaded.raw),
+                    std::mem::replace(&mut loaded.raw, Arc::clone(&sealed)),
                     self.ttl(&loaded.session),
                 );
-                loaded.raw.clone_from(&sealed);
                 tokio::spawn(crate::telemetry::trace::carry(async move {
                     if let Err(e) = store.replace(&key, &expected, &sealed, ttl).await {
                         tracing::warn!(error = %e, "could not slide the session's idle timeout");
@@ -242,7 +243,7 @@ impl Sessions {
 
     /// Reads the session again (no sliding): what another request or instance wrote since.
     pub async fn reload(&self, loaded: &Loaded) -> Result<Option<Loaded>, StoreError> {
-        let Some(raw) = self.store.get(&loaded.key).await? else {
+        let Some(raw) = self.store.get_fresh(&loaded.key).await? else {
             return Ok(None);
         };
         let Some(session) = record::open::<Session>(&loaded.secret.record_key, &loaded.key, &raw)
@@ -440,7 +441,7 @@ impl Sessions {
             .replace(&loaded.key, &loaded.raw, &sealed, self.ttl(&loaded.session))
             .await?;
         if wrote {
-            loaded.raw = sealed;
+            loaded.raw = sealed.into();
         }
         Ok(wrote)
     }

@@ -60,13 +60,15 @@ impl CookieSecret {
 
 /// `prefix` + `kind` + hex(SHA-256(id)).
 pub fn store_key(prefix: &str, kind: &str, id: &[u8]) -> String {
-    use std::fmt::Write as _;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(id);
     let mut key = String::with_capacity(prefix.len() + kind.len() + 64);
     key.push_str(prefix);
     key.push_str(kind);
+    // One pass over a table, not 32 trips through the formatting machinery.
     for b in digest {
-        let _ = write!(key, "{b:02x}");
+        key.push(char::from(HEX[usize::from(b >> 4)]));
+        key.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     key
 }
@@ -249,5 +251,10 @@ mod tests {
         let k = store_key("p:", "s:", b"abc");
         assert!(k.starts_with("p:s:") && k.len() == 4 + 64);
         assert!(!k.contains("abc"));
+        // SHA-256("abc"), lowercase hex: keys written by earlier versions still match.
+        assert_eq!(
+            &k[4..],
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

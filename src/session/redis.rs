@@ -7,6 +7,7 @@
 //! 3. Operations run on one [`conn::Conn`] per topology (server, cluster, sentinel), so a
 //!    later client-side cache can sit on the same connections.
 
+mod cache;
 mod conn;
 mod sentinel;
 
@@ -18,6 +19,8 @@ use redis::AsyncCommands as _;
 
 use super::store::{StoreError, millis};
 use crate::config::RedisConfig;
+pub use cache::CacheStats;
+use cache::{LocalCache, Lookup};
 use conn::Conn;
 
 #[derive(Clone)]
@@ -29,6 +32,8 @@ pub struct RedisStore {
     timeout: Duration,
     /// Where the store is, for the log (URLs carry no credentials).
     target: Arc<str>,
+    /// Records read here, kept while Redis says they are unchanged (see [`cache`]).
+    cache: Option<LocalCache>,
 }
 
 /// Adds ARGV[1] to the index KEYS[1], removes the members ARGV[3..] (sessions found gone,
@@ -67,7 +72,27 @@ impl RedisStore {
             index_take: Arc::new(redis::Script::new(INDEX_TAKE_SCRIPT)),
             timeout,
             target: target(config).into(),
+            cache: None,
         })
+    }
+
+    /// Keeps what `get` reads under `prefix` locally, invalidated by Redis (single servers;
+    /// Cluster and Sentinel stores read from Redis every time). Must run inside the runtime
+    /// that carries the tracking connection.
+    pub(super) fn with_local_cache(
+        mut self,
+        config: &RedisConfig,
+        prefix: &str,
+    ) -> Result<Self, StoreError> {
+        if let Some(client) = conn::tracking_client(config)? {
+            self.cache = Some(LocalCache::start(client, prefix, self.timeout));
+        }
+        Ok(self)
+    }
+
+    /// The local cache's counters, when there is one.
+    pub(super) fn cache_stats(&self) -> Option<CacheStats> {
+        self.cache.as_ref().map(LocalCache::stats)
     }
 
     /// Where the store is: the URL, the cluster's seed nodes or the sentinels and master.
@@ -75,8 +100,40 @@ impl RedisStore {
         &self.target
     }
 
-    pub(super) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.bounded(self.conn.clone().get(key)).await
+    pub(super) async fn get(&self, key: &str) -> Result<Option<Arc<[u8]>>, StoreError> {
+        let Some(cache) = &self.cache else {
+            return self.fetch(key).await;
+        };
+        match cache.lookup(key) {
+            Lookup::Hit(copy) => Ok(Some(copy)),
+            Lookup::Miss(None) => self.fetch(key).await,
+            Lookup::Miss(Some(reservation)) => {
+                let value = self.fetch(key).await?;
+                cache.fill(key, reservation, value.as_deref());
+                Ok(value)
+            }
+        }
+    }
+
+    /// Reads Redis itself, past the local copy (which the answer then replaces).
+    pub(super) async fn get_fresh(&self, key: &str) -> Result<Option<Arc<[u8]>>, StoreError> {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(key);
+        }
+        self.get(key).await
+    }
+
+    /// Drops the local copy of a key this instance just wrote: its invalidation comes back on
+    /// another connection, maybe after the next read here.
+    fn forget(&self, key: &str) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(key);
+        }
+    }
+
+    async fn fetch(&self, key: &str) -> Result<Option<Arc<[u8]>>, StoreError> {
+        let value: Option<Vec<u8>> = self.bounded(self.conn.clone().get(key)).await?;
+        Ok(value.map(Arc::from))
     }
 
     pub(super) async fn set(
@@ -85,8 +142,11 @@ impl RedisStore {
         value: &[u8],
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        self.bounded(self.conn.clone().pset_ex(key, value, millis(ttl)))
-            .await
+        let set = self
+            .bounded(self.conn.clone().pset_ex(key, value, millis(ttl)))
+            .await;
+        self.forget(key);
+        set
     }
 
     pub(super) async fn replace(
@@ -99,15 +159,21 @@ impl RedisStore {
         let mut invocation = self.cas.key(key);
         invocation.arg(expected).arg(value).arg(millis(ttl));
         let mut conn = self.conn.clone();
-        self.bounded(invocation.invoke_async::<i64>(&mut conn))
+        let replaced = self
+            .bounded(invocation.invoke_async::<i64>(&mut conn))
             .await
-            .map(|n| n == 1)
+            .map(|n| n == 1);
+        self.forget(key);
+        replaced
     }
 
     pub(super) async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        self.bounded(self.conn.clone().del::<_, i64>(key))
+        let deleted = self
+            .bounded(self.conn.clone().del::<_, i64>(key))
             .await
-            .map(|n| n > 0)
+            .map(|n| n > 0);
+        self.forget(key);
+        deleted
     }
 
     pub(super) async fn exists(&self, key: &str) -> Result<bool, StoreError> {

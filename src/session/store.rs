@@ -3,6 +3,7 @@
 //! Every operation is bounded by `session.store_timeout`; a slow or dead store is an error
 //! (503 to the client), never a logout. Every operation is timed and traced (`call`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::memory::MemoryStore;
@@ -49,6 +50,29 @@ impl Store {
         })
     }
 
+    /// Like [`Store::new`]; a single Redis server also keeps what it reads under `prefix`
+    /// locally, invalidated by Redis (`CLIENT TRACKING`). Must run inside the tokio runtime.
+    pub fn with_local_cache(
+        config: &StoreConfig,
+        timeout: Duration,
+        prefix: &str,
+    ) -> Result<Store, StoreError> {
+        Ok(match (Store::new(config, timeout)?, config) {
+            (Store::Redis(r), StoreConfig::Redis(redis)) => {
+                Store::Redis(r.with_local_cache(redis, prefix)?)
+            }
+            (store, _) => store,
+        })
+    }
+
+    /// The Redis store's local cache counters; `None` without one.
+    pub fn cache_stats(&self) -> Option<super::redis::CacheStats> {
+        match self {
+            Store::Redis(r) => r.cache_stats(),
+            Store::Memory(_) => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Store::Memory(_) => "memory",
@@ -56,11 +80,23 @@ impl Store {
         }
     }
 
-    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    /// The record under `key`, shared with the store's own copy where it keeps one.
+    pub async fn get(&self, key: &str) -> Result<Option<Arc<[u8]>>, StoreError> {
         self.call("get", async {
             match self {
                 Store::Memory(m) => Ok(m.get(key)),
                 Store::Redis(r) => r.get(key).await,
+            }
+        })
+        .await
+    }
+
+    /// Like [`Store::get`], never from a local copy: what another instance wrote since.
+    pub async fn get_fresh(&self, key: &str) -> Result<Option<Arc<[u8]>>, StoreError> {
+        self.call("get", async {
+            match self {
+                Store::Memory(m) => Ok(m.get(key)),
+                Store::Redis(r) => r.get_fresh(key).await,
             }
         })
         .await

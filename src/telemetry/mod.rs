@@ -35,6 +35,8 @@ use metrics::Metrics;
 
 /// Log lines buffered for the background writer; past this, logging waits (nothing is dropped).
 const LOG_BUFFER_LINES: usize = 128_000;
+/// Bytes the background writer gathers before a write; it flushes whenever the queue is empty.
+const LOG_WRITE_BUFFER: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -73,7 +75,12 @@ pub fn init(
         .lossy(false)
         .buffered_lines_limit(LOG_BUFFER_LINES)
         .thread_name("gatehouse-log")
-        .finish(std::io::stderr());
+        // Buffered: the writer flushes whenever it has drained what is queued, so under load
+        // one write(2) carries many lines instead of one each.
+        .finish(std::io::BufWriter::with_capacity(
+            LOG_WRITE_BUFFER,
+            std::io::stderr(),
+        ));
     let tracer = otlp.map(otel::Tracer::start).transpose()?;
     let mut layers = vec![logs::layer(
         format,

@@ -183,6 +183,42 @@ impl Gatehouse {
         }
     }
 
+    /// Like [`Gatehouse::start`], accepting on `workers` runtimes of their own, each with its
+    /// `SO_REUSEPORT` socket, as the binary does (`server::bind_workers`).
+    pub async fn start_on_workers(toml: &str, workers: usize) -> Gatehouse {
+        capture_logs();
+        let bound = tokio::task::spawn_blocking(move || {
+            gatehouse::server::bind_workers("127.0.0.1:0".parse().unwrap(), workers).unwrap()
+        })
+        .await
+        .unwrap();
+        let addr = bound[0].local_addr().unwrap();
+        let origin = format!("http://{addr}");
+        let text = toml
+            .replace("{origin}", &origin)
+            .replace("{listen}", &addr.to_string());
+        let config = Config::from_toml(&text, &NoEnv).unwrap_or_else(|e| panic!("{e}"));
+        let app = Arc::new(gatehouse::app::App::new(config).unwrap());
+        prometheus::record_here(&app);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serving = Arc::clone(&app);
+        let task = tokio::spawn(async move {
+            gatehouse::server::serve_workers(bound, serving, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        let gh = Gatehouse {
+            addr,
+            origin,
+            app,
+            stop: Some(stop),
+            task: Some(task),
+        };
+        gh.wait_ready().await;
+        gh
+    }
+
     pub async fn wait_ready(&self) {
         // No pooled connection outlives the probe (tests count connections per client IP).
         let client = reqwest::Client::builder()

@@ -51,6 +51,21 @@ pub(super) fn server(f: &ServerFile, errs: &mut Errors) -> ServerConfig {
     if max_websockets == 0 {
         errs.push("server.max_websockets", "must be at least 1");
     }
+    let workers = match f.workers {
+        Some(0) => {
+            errs.push(
+                "server.workers",
+                "must be at least 1 (leave it out for one per core)",
+            );
+            1
+        }
+        Some(n) if n > MAX_WORKERS => {
+            errs.push("server.workers", format!("must be at most {MAX_WORKERS}"));
+            MAX_WORKERS
+        }
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, usize::from),
+    };
     let allowed_hosts = allowed_hosts(&public_origin, f.allowed_hosts.as_deref(), errs);
     let strip_request_headers = f
         .strip_request_headers
@@ -132,8 +147,12 @@ pub(super) fn server(f: &ServerFile, errs: &mut Errors) -> ServerConfig {
         trusted_proxies,
         watch_config: f.watch_config.unwrap_or(false),
         max_websockets,
+        workers,
     }
 }
+
+/// More accept loops than this is a typo, not a machine.
+const MAX_WORKERS: usize = 1024;
 
 /// The `Host` values accepted: `public_origin`'s authority (with and without its scheme's
 /// default port) and each `server.allowed_hosts` entry (an entry without a port also matches

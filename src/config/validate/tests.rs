@@ -220,6 +220,19 @@ fn max_body_takes_bytes_or_a_unit_and_refuses_anything_else_by_name() {
 }
 
 #[test]
+fn server_workers_defaults_to_one_per_core_and_refuses_zero() {
+    let origin = "public_origin = \"https://app.example.com\"";
+    for bad in ["workers = 0", "workers = 5000"] {
+        assert_eq!(refused(&with(origin, bad)), ["server.workers"], "{bad}");
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let config = Config::from_toml(BASE, &NoEnv).unwrap();
+    assert_eq!(config.server.workers, cores);
+    let config = Config::from_toml(&with(origin, "workers = 3"), &NoEnv).unwrap();
+    assert_eq!(config.server.workers, 3);
+}
+
+#[test]
 fn websocket_and_streaming_keys_are_validated_and_named() {
     assert_eq!(
         refused(&with(

@@ -11,8 +11,8 @@ use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{
-    AsyncConnectionConfig, ClientTlsConfig, Cmd, IntoConnectionInfo, Pipeline, RedisError,
-    RedisFuture, TlsCertificates, TlsMode, Value,
+    AsyncConnectionConfig, ClientTlsConfig, Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion,
+    RedisError, RedisFuture, TlsCertificates, TlsMode, Value,
 };
 
 use super::sentinel::Master;
@@ -37,19 +37,7 @@ impl Conn {
         let certs = certificates(config);
         Ok(match &config.topology {
             RedisTopology::Server(url) => {
-                let mut info = url.as_str().into_connection_info()?;
-                let mut redis = info.redis_settings().clone();
-                if let Some(user) = &config.username {
-                    redis = redis.set_username(user);
-                }
-                if let Some(password) = &config.password {
-                    redis = redis.set_password(password.expose());
-                }
-                info = info.set_redis_settings(redis);
-                let client = match certs {
-                    Some(certs) => redis::Client::build_with_tls(info, certs)?,
-                    None => redis::Client::open(info)?,
-                };
+                let client = server_client(url, config, certs, ProtocolVersion::RESP2)?;
                 let manager = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(timeout))
                     .set_response_timeout(Some(timeout))
@@ -113,6 +101,40 @@ impl Conn {
                 Conn::Sentinel(Master::new(builder.build()?, master, connection, attempt))
             }
         })
+    }
+}
+
+/// A client of the one server at `url`, with the configured credentials and TLS.
+fn server_client(
+    url: &str,
+    config: &RedisConfig,
+    certs: Option<TlsCertificates>,
+    protocol: ProtocolVersion,
+) -> Result<redis::Client, RedisError> {
+    let mut info = url.into_connection_info()?;
+    let mut redis = info.redis_settings().clone().set_protocol(protocol);
+    if let Some(user) = &config.username {
+        redis = redis.set_username(user);
+    }
+    if let Some(password) = &config.password {
+        redis = redis.set_password(password.expose());
+    }
+    info = info.set_redis_settings(redis);
+    match certs {
+        Some(certs) => redis::Client::build_with_tls(info, certs),
+        None => redis::Client::open(info),
+    }
+}
+
+/// The client of the session cache's tracking connection (see [`super::cache`]): RESP3, so
+/// that invalidations arrive as push messages on it. Single servers only; `None` for Cluster
+/// and Sentinel, whose sessions are read from Redis every time.
+pub fn tracking_client(config: &RedisConfig) -> Result<Option<redis::Client>, RedisError> {
+    match &config.topology {
+        RedisTopology::Server(url) => {
+            server_client(url, config, certificates(config), ProtocolVersion::RESP3).map(Some)
+        }
+        RedisTopology::Cluster(_) | RedisTopology::Sentinel { .. } => Ok(None),
     }
 }
 
