@@ -100,7 +100,13 @@ impl Worker {
 /// `workers` single-threaded runtimes, each with its own socket bound to `addr` with
 /// `SO_REUSEPORT`, so the kernel spreads new connections over them and a connection lives
 /// on one core from accept to close. Port 0 picks one free port that all of them share.
+///
+/// `SO_REUSEPORT` would also let a second gatehouse (same user) bind the same port and
+/// silently take half the connections; a plain bind first makes that `AddrInUse`.
 pub fn bind_workers(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<Worker>> {
+    if addr.port() != 0 {
+        drop(std::net::TcpListener::bind(addr)?);
+    }
     let mut bound = Vec::with_capacity(workers);
     let mut addr = addr;
     for _ in 0..workers.max(1) {
@@ -414,4 +420,17 @@ async fn forget_quiet_clients(app: Arc<App>) {
 /// [`crate::oidc::Oidc::maintain`]); runs until aborted at shutdown.
 async fn discover(app: Arc<App>) {
     app.oidc.maintain().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_gatehouse_cannot_bind_a_port_the_first_one_holds() {
+        let first = bind_workers("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let taken = first[0].local_addr().unwrap();
+        let second = bind_workers(taken, 2).err().map(|e| e.kind());
+        assert_eq!(second, Some(std::io::ErrorKind::AddrInUse));
+    }
 }
