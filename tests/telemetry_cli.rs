@@ -164,7 +164,30 @@ async fn json_logs_metrics_and_traces_through_the_binary_lose_nothing_at_shutdow
     assert_eq!(scrape.value("gatehouse_requests_total", &healthz), 1.0);
     assert_eq!(scrape.value("gatehouse_jwks_refreshes_total", &[]), 1.0);
 
+    // A burst answered just before SIGTERM: every access line still reaches stderr.
+    for i in 0..200 {
+        let res = http
+            .get(format!("http://{addr}/healthz"))
+            .header("x-request-id", format!("cli-burst-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
     let lines = run.stop().await;
+    let burst = lines
+        .iter()
+        .filter(|l| {
+            l["message"] == "request"
+                && l["span"]["request_id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("cli-burst-"))
+        })
+        .count();
+    assert_eq!(
+        burst, 200,
+        "one access line per request, none lost at shutdown"
+    );
     let messages: Vec<&str> = lines.iter().filter_map(|l| l["message"].as_str()).collect();
     let end = messages.len();
     assert!(

@@ -242,14 +242,27 @@ async fn serve_on(
             let spawned = std::thread::Builder::new()
                 .name(format!("gatehouse-worker-{i}"))
                 .spawn(move || {
+                    use crate::telemetry::batch;
                     let Worker { runtime, listener } = worker;
+                    // Log lines of this thread go out in batches (`telemetry::batch`).
+                    let batching = batch::Batching::start();
                     runtime.block_on(async move {
+                        let flusher = tokio::spawn(async {
+                            let mut every = tokio::time::interval(batch::FLUSH_EVERY);
+                            loop {
+                                every.tick().await;
+                                batch::flush();
+                            }
+                        });
                         accept(listener, acceptor, async move {
                             let _ = quitting.wait_for(|q| *q).await;
                         })
                         .await;
                         let _ = finishing.wait_for(|f| *f).await;
+                        flusher.abort();
                     });
+                    drop(runtime);
+                    drop(batching);
                 });
             spawned
                 .map_err(|e| tracing::error!(error = %e, "cannot start a worker thread"))
@@ -270,13 +283,19 @@ async fn serve_on(
     );
     app.sockets.close_all(Close::Shutdown);
     let _ = stop.send(true);
-    tokio::select! {
-        _ = drained.recv() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(app.config().server.shutdown_grace) => tracing::warn!("shutdown grace elapsed with connections still open"),
-    }
+    let closed = tokio::select! {
+        _ = drained.recv() => true,
+        () = tokio::time::sleep(app.config().server.shutdown_grace) => false,
+    };
     let _ = finished.send(true);
     for thread in threads {
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+    // After the workers ended, so their last (batched) log lines come before this one.
+    if closed {
+        tracing::info!("all connections closed");
+    } else {
+        tracing::warn!("shutdown grace elapsed with connections still open");
     }
     // Scrapes go on while connections drain.
     if let Some(scrape) = scrape {

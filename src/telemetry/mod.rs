@@ -8,6 +8,7 @@
 //! 2. Log output never blocks a request on the terminal or a pipe: lines go through a
 //!    background writer, flushed by [`Guard::shutdown`] before the process exits.
 
+pub mod batch;
 pub mod logs;
 pub mod metrics;
 pub mod otel;
@@ -85,7 +86,7 @@ pub fn init(
     let mut layers = vec![logs::layer(
         format,
         filter.unwrap_or(logs::DEFAULT_FILTER),
-        writer,
+        batch::Batched::new(writer),
     )];
     if let Some(tracer) = &tracer {
         layers.push(tracer.layer());
