@@ -90,7 +90,10 @@ impl Errors {
             None => {
                 self.push(
                     key,
-                    format!("invalid size {size:?}; use bytes (1048576) or e.g. \"512KiB\", \"10MiB\", \"1GB\""),
+                    format!("invalid size {}; use bytes (1048576) or e.g. \"512KiB\", \"10MiB\", \"1GB\"", match size {
+                        ByteSize::Bytes(n) => n.to_string(),
+                        ByteSize::Text(text) => format!("{text:?}"),
+                    }),
                 );
                 None
             }

@@ -2,7 +2,8 @@
 
 use super::super::{Config, NoEnv};
 
-const BASE: &str = r#"
+/// A minimal valid config; other modules' tests build on it.
+pub(super) const BASE: &str = r#"
 [server]
 public_origin = "https://app.example.com"
 [oidc]
@@ -16,7 +17,7 @@ auth = "required"
 "#;
 
 /// The keys `text` is refused for; empty when it is accepted.
-fn refused(text: &str) -> Vec<String> {
+pub(super) fn refused(text: &str) -> Vec<String> {
     match Config::from_toml(text, &NoEnv) {
         Ok(_) => Vec::new(),
         Err(super::super::ConfigErrors::Invalid(errors)) => {
@@ -211,6 +212,12 @@ fn max_body_takes_bytes_or_a_unit_and_refuses_anything_else_by_name() {
             "{bad}"
         );
     }
+    let shown = match Config::from_toml(&with("auth = \"required\"", "max_body = \"lots\""), &NoEnv)
+    {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("accepted"),
+    };
+    assert!(shown.contains("invalid size \"lots\";"), "{shown}");
     let unlimited = Config::from_toml(&with("auth = \"required\"", ""), &NoEnv).unwrap();
     assert_eq!(
         unlimited.routes.iter().next().unwrap().max_body,
