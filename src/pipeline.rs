@@ -239,14 +239,10 @@ async fn forward(
     mut req: Request<Incoming>,
     ctx: &mut Ctx<'_>,
 ) -> Result<Response<Body>, Error> {
-    if let Some(max) = route.max_body {
-        let declared = req
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > max) {
-            return Err(Error::BodyTooLarge(max));
-        }
+    if let Some(max) = route.max_body
+        && crate::proxy::stream::declared_length(req.headers()).is_some_and(|n| n > max)
+    {
+        return Err(Error::BodyTooLarge(max));
     }
     let mut authorization = None;
     if route.auth != AuthMode::None {

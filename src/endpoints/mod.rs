@@ -45,11 +45,7 @@ pub async fn dispatch<'a>(
     };
     ctx.route = name;
     // Only the back-channel logout reads a body, and a small one.
-    let declared = req
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_ENDPOINT_BODY) {
+    if crate::proxy::stream::declared_length(req.headers()).is_some_and(|n| n > MAX_ENDPOINT_BODY) {
         return Err(Error::BodyTooLarge(MAX_ENDPOINT_BODY));
     }
     let budget = match name {

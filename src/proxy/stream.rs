@@ -65,6 +65,13 @@ pub struct StreamIdle(pub Duration);
 #[error("request body larger than {0} bytes (max_body)")]
 pub struct BodyLimit(pub u64);
 
+/// The body length a request declares in `Content-Length`, when it declares a valid one.
+pub fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+}
+
 /// A body passed through frame by frame, ended with [`StreamIdle`] when the exchange stalls
 /// and with [`BodyLimit`] when it outgrows its limit.
 pub struct Watched<B> {

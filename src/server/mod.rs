@@ -64,6 +64,18 @@ pub async fn run_reloadable(
     source: Option<crate::reload::Source>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    run_on(Some(listener), Vec::new(), config, source, shutdown).await
+}
+
+/// What [`run_reloadable`] and [`run_workers`] share: config warnings, the app, reloads, the
+/// process-wide metrics recorder, then serving until `shutdown`.
+async fn run_on(
+    here: Option<TcpListener>,
+    workers: Vec<Worker>,
+    config: Config,
+    source: Option<crate::reload::Source>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
@@ -76,7 +88,8 @@ pub async fn run_reloadable(
         ))
     });
     app.metrics.install_global();
-    serve(listener, app, shutdown).await;
+    // Boxed: the serving future is large, and callers hold this one across their awaits.
+    Box::pin(serve_on(here, workers, app, shutdown)).await;
     if let Some(task) = reloads {
         task.abort();
     }
@@ -143,23 +156,7 @@ pub async fn run_workers(
     source: Option<crate::reload::Source>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    for warning in &config.warnings {
-        tracing::warn!("{warning}");
-    }
-    let app = Arc::new(App::new(config)?);
-    let reloads = source.map(|source| {
-        tokio::spawn(crate::reload::watch(
-            Arc::clone(&app),
-            source,
-            Arc::new(crate::config::ProcessEnv),
-        ))
-    });
-    app.metrics.install_global();
-    serve_workers(workers, app, shutdown).await;
-    if let Some(task) = reloads {
-        task.abort();
-    }
-    Ok(())
+    run_on(None, workers, config, source, shutdown).await
 }
 
 /// Serves an already built `app` (tests keep a handle on it to look inside), and `/metrics`

@@ -156,9 +156,42 @@ impl Gatehouse {
     }
 
     pub async fn start_unready(toml: &str) -> Gatehouse {
-        capture_logs();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        Self::launch(addr, toml, |app, stop| {
+            gatehouse::server::serve(listener, app, stop)
+        })
+    }
+
+    /// Like [`Gatehouse::start`], accepting on `workers` runtimes of their own, each with its
+    /// `SO_REUSEPORT` socket, as the binary does (`server::bind_workers`).
+    pub async fn start_on_workers(toml: &str, workers: usize) -> Gatehouse {
+        let bound = tokio::task::spawn_blocking(move || {
+            gatehouse::server::bind_workers("127.0.0.1:0".parse().unwrap(), workers).unwrap()
+        })
+        .await
+        .unwrap();
+        let addr = bound[0].local_addr().unwrap();
+        let gh = Self::launch(addr, toml, |app, stop| {
+            gatehouse::server::serve_workers(bound, app, stop)
+        });
+        gh.wait_ready().await;
+        gh
+    }
+
+    /// Fills in `toml` for `addr`, builds the app and runs `serve(app, stop)` in a task.
+    fn launch<F>(
+        addr: SocketAddr,
+        toml: &str,
+        serve: impl FnOnce(
+            Arc<gatehouse::app::App>,
+            std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+        ) -> F,
+    ) -> Gatehouse
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        capture_logs();
         let origin = format!("http://{addr}");
         let text = toml
             .replace("{origin}", &origin)
@@ -167,13 +200,12 @@ impl Gatehouse {
         let app = Arc::new(gatehouse::app::App::new(config).unwrap());
         prometheus::record_here(&app);
         let (stop, stopped) = oneshot::channel::<()>();
-        let serving = Arc::clone(&app);
-        let task = tokio::spawn(async move {
-            gatehouse::server::serve(listener, serving, async {
+        let task = tokio::spawn(serve(
+            Arc::clone(&app),
+            Box::pin(async {
                 let _ = stopped.await;
-            })
-            .await;
-        });
+            }),
+        ));
         Gatehouse {
             addr,
             origin,
@@ -181,42 +213,6 @@ impl Gatehouse {
             stop: Some(stop),
             task: Some(task),
         }
-    }
-
-    /// Like [`Gatehouse::start`], accepting on `workers` runtimes of their own, each with its
-    /// `SO_REUSEPORT` socket, as the binary does (`server::bind_workers`).
-    pub async fn start_on_workers(toml: &str, workers: usize) -> Gatehouse {
-        capture_logs();
-        let bound = tokio::task::spawn_blocking(move || {
-            gatehouse::server::bind_workers("127.0.0.1:0".parse().unwrap(), workers).unwrap()
-        })
-        .await
-        .unwrap();
-        let addr = bound[0].local_addr().unwrap();
-        let origin = format!("http://{addr}");
-        let text = toml
-            .replace("{origin}", &origin)
-            .replace("{listen}", &addr.to_string());
-        let config = Config::from_toml(&text, &NoEnv).unwrap_or_else(|e| panic!("{e}"));
-        let app = Arc::new(gatehouse::app::App::new(config).unwrap());
-        prometheus::record_here(&app);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let serving = Arc::clone(&app);
-        let task = tokio::spawn(async move {
-            gatehouse::server::serve_workers(bound, serving, async {
-                let _ = stopped.await;
-            })
-            .await;
-        });
-        let gh = Gatehouse {
-            addr,
-            origin,
-            app,
-            stop: Some(stop),
-            task: Some(task),
-        };
-        gh.wait_ready().await;
-        gh
     }
 
     pub async fn wait_ready(&self) {

@@ -273,24 +273,14 @@ static_dir = {dir}
             refused(path, "upstream = \"http://127.0.0.1:9\""),
             ["routes[0].static_dir"]
         );
-        let text = r#"
-[server]
-public_origin = "https://app.example.com"
-[oidc]
-issuer = "https://id.example.com"
-client_id = "bff"
-client_secret = "s"
-[[routes]]
-path = "/"
-auth = "none"
-"#;
-        match Config::from_toml(text, &NoEnv) {
-            Err(ConfigErrors::Invalid(errors)) => {
-                assert_eq!(errors.len(), 1);
-                assert_eq!(errors[0].key, "routes[0].upstream");
-            }
-            other => panic!("{other:?}"),
-        }
+        let text = format!(
+            "{}spa_fallback = \"index.html\"\nimmutable = [\"x\"]\n",
+            super::super::tests::BASE
+        );
+        assert_eq!(
+            super::super::tests::refused(&text),
+            ["routes[0].spa_fallback", "routes[0].immutable"]
+        );
     }
 
     #[test]

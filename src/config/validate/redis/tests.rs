@@ -4,21 +4,13 @@ use std::collections::HashMap;
 
 use super::super::super::{Config, ConfigErrors, RedisTopology, StoreConfig};
 
-const BASE: &str = r#"
-[server]
-public_origin = "https://app.example.com"
-[oidc]
-issuer = "https://id.example.com"
-client_id = "bff"
-client_secret = "s"
-[[routes]]
-path = "/api/"
-upstream = "https://api.internal"
-auth = "required"
-[session]
-store = "redis"
-keys = ["AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="]
-"#;
+/// The shared minimal config with a Redis `[session]`.
+fn base() -> String {
+    format!(
+        "{}[session]\nstore = \"redis\"\nkeys = [\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"]\n",
+        super::super::tests::BASE
+    )
+}
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
@@ -29,7 +21,7 @@ fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 
 /// Every problem reported for `[session]` + `lines`, as "key: message".
 fn problems_with(lines: &str, env: &HashMap<String, String>) -> Vec<String> {
-    match Config::from_toml(&format!("{BASE}{lines}"), env) {
+    match Config::from_toml(&format!("{}{lines}", base()), env) {
         Ok(_) => Vec::new(),
         Err(ConfigErrors::Invalid(errors)) => errors.iter().map(ToString::to_string).collect(),
         Err(other) => vec![other.to_string()],
@@ -48,7 +40,7 @@ fn keys(lines: &str) -> Vec<String> {
 }
 
 fn redis(lines: &str, env: &HashMap<String, String>) -> super::RedisConfig {
-    match Config::from_toml(&format!("{BASE}{lines}"), env) {
+    match Config::from_toml(&format!("{}{lines}", base()), env) {
         Ok(Config {
             session:
                 super::super::super::SessionConfig {
@@ -303,7 +295,7 @@ fn tls_files_are_read_checked_and_used_only_with_rediss() {
 
 #[test]
 fn redis_keys_with_the_memory_store_are_a_warning() {
-    let text = format!("{BASE}redis_cluster_nodes = [\"redis://b:7000\"]")
+    let text = format!("{}redis_cluster_nodes = [\"redis://b:7000\"]", base())
         .replace("store = \"redis\"", "store = \"memory\"");
     let config = Config::from_toml(&text, &HashMap::new()).unwrap();
     assert!(
