@@ -85,6 +85,7 @@ impl App {
                 connect_timeout: config.server.upstream_connect_timeout,
                 idle_timeout: config.server.upstream_idle_timeout,
                 max_idle: config.server.upstream_pool_max_idle,
+                lanes: config.server.workers,
             },
             &config.server.upstream_ca,
             Arc::clone(&metrics),

@@ -13,7 +13,13 @@
 //! Each kind has a pooled client (idle connections bounded by `server.upstream_pool_max_idle`
 //! and closed after `server.upstream_idle_timeout`) and a fresh one that never reuses a
 //! connection, for the one retry after a pooled connection failed.
+//!
+//! Pools are per worker ([`set_lane`]): a connection is driven by the runtime that made it,
+//! so a request on one worker thread that took a connection made on another would wake that
+//! thread twice (to write the request, to read the answer). Each worker thread takes only
+//! connections of its own pool, and a request runs on one core from accept to answer.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +42,21 @@ use super::Sent;
 use crate::routes::Origin;
 
 pub type Connector = HttpsConnector<Dial>;
+
+thread_local! {
+    /// Which pool of each endpoint this thread's requests use (see [`set_lane`]).
+    static LANE: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Makes this thread's pooled upstream connections its own: worker `lane` of
+/// [`PoolSettings::lanes`]. Threads that never call it share lane 0.
+pub fn set_lane(lane: usize) {
+    LANE.with(|l| l.set(lane));
+}
+
+fn lane() -> usize {
+    LANE.with(Cell::get)
+}
 
 /// Connects to one address (the endpoint's), whatever the URL's host: TLS above it still
 /// uses the URL's host name.
@@ -166,6 +187,8 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_idle: usize,
+    /// Pools per endpoint: one per worker thread (`server.workers`).
+    pub lanes: usize,
 }
 
 /// Which ALPN protocols a connector offers.
@@ -213,6 +236,7 @@ impl Factory {
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(4),
             max_idle: 8,
+            lanes: 1,
         };
         Factory::new(settings, &[]).unwrap()
     }
@@ -221,9 +245,10 @@ impl Factory {
         EndpointClients {
             factory: self.clone(),
             addr,
-            both: Default::default(),
-            h2: Default::default(),
-            h1: Default::default(),
+            pooled: (0..self.settings.lanes.max(1))
+                .map(|_| Kinds::default())
+                .collect(),
+            fresh: Kinds::default(),
         }
     }
 
@@ -268,37 +293,46 @@ pub enum Conn {
     Fresh,
 }
 
-impl Conn {
-    fn index(self) -> usize {
-        match self {
-            Conn::Pooled => 0,
-            Conn::Fresh => 1,
-        }
-    }
+/// The clients of one pool (or of the fresh connections), by kind, each made on first use.
+#[derive(Default)]
+struct Kinds {
+    both: OnceLock<Client<Connector, Sent>>,
+    h2: OnceLock<Client<Connector, Sent>>,
+    h1: OnceLock<Client<Connector, Empty<Bytes>>>,
 }
 
-/// One endpoint's clients, each made on first use.
+/// One endpoint's clients: a pool per worker thread, and the fresh connections.
 pub struct EndpointClients {
     factory: Factory,
     addr: SocketAddr,
-    both: [OnceLock<Client<Connector, Sent>>; 2],
-    h2: [OnceLock<Client<Connector, Sent>>; 2],
-    h1: [OnceLock<Client<Connector, Empty<Bytes>>>; 2],
+    pooled: Box<[Kinds]>,
+    fresh: Kinds,
 }
 
 impl EndpointClients {
+    /// This thread's pool, or the fresh connections.
+    fn kinds(&self, conn: Conn) -> &Kinds {
+        match conn {
+            Conn::Pooled => &self.pooled[lane() % self.pooled.len()],
+            Conn::Fresh => &self.fresh,
+        }
+    }
+
     /// For requests: HTTP/1.1 or ALPN's pick, or HTTP/2 only.
     pub fn forward(&self, http2_only: bool, conn: Conn) -> &Client<Connector, Sent> {
+        let kinds = self.kinds(conn);
         let (lock, alpn) = if http2_only {
-            (&self.h2, Alpn::H2)
+            (&kinds.h2, Alpn::H2)
         } else {
-            (&self.both, Alpn::Both)
+            (&kinds.both, Alpn::Both)
         };
-        lock[conn.index()].get_or_init(|| self.factory.client(self.addr, alpn, conn))
+        lock.get_or_init(|| self.factory.client(self.addr, alpn, conn))
     }
 
     /// HTTP/1.1 only: WebSocket handshakes and health checks.
     pub fn http1(&self, conn: Conn) -> &Client<Connector, Empty<Bytes>> {
-        self.h1[conn.index()].get_or_init(|| self.factory.client(self.addr, Alpn::H1, conn))
+        self.kinds(conn)
+            .h1
+            .get_or_init(|| self.factory.client(self.addr, Alpn::H1, conn))
     }
 }

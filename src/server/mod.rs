@@ -241,6 +241,8 @@ async fn serve_on(
                 .spawn(move || {
                     use crate::telemetry::batch;
                     let Worker { runtime, listener } = worker;
+                    // Upstream connections made here stay here (`proxy::clients`).
+                    crate::proxy::clients::set_lane(i);
                     // Log lines of this thread go out in batches (`telemetry::batch`).
                     let batching = batch::Batching::start();
                     runtime.block_on(async move {
