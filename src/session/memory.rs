@@ -1,93 +1,236 @@
-//! The in-memory session store: one instance's sessions in a bounded cache, each entry
+//! The in-memory session store: one instance's sessions in a bounded map, each entry
 //! expiring on its own TTL. Sessions never get evicted (a full store refuses new logins);
 //! the markers (used login states, logout-token ids) and back-channel indexes live in a second
-//! bounded cache. Only completed logins and verified logout tokens write there, so anonymous
+//! bounded map. Only completed logins and verified logout tokens write there, so anonymous
 //! traffic cannot fill either.
+//!
+//! Both maps are [`Shelf`]s: 64 shards behind their own locks, so requests on different cores
+//! rarely meet, and about 150 bytes besides the record per entry (a general-purpose cache with
+//! per-entry expiry took over a kilobyte). Expired entries are dropped when read, and a shard's
+//! expired entries whenever something is written to that shard.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use moka::Expiry;
-use moka::ops::compute::Op;
-use moka::sync::Cache;
+use std::collections::HashMap;
+use std::hash::{BuildHasher as _, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::store::StoreError;
 
-#[derive(Clone)]
+const SHARDS: usize = 64;
+
 struct Entry {
     data: Arc<[u8]>,
-    ttl: Duration,
+    expires: Instant,
 }
 
-struct PerEntryTtl;
-
-impl Expiry<String, Entry> for PerEntryTtl {
-    fn expire_after_create(
-        &self,
-        _: &String,
-        value: &Entry,
-        _: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(value.ttl)
+impl Entry {
+    fn new(data: Arc<[u8]>, ttl: Duration) -> Entry {
+        let now = Instant::now();
+        Entry {
+            data,
+            expires: now
+                .checked_add(ttl)
+                .unwrap_or(now + Duration::from_secs(86_400 * 365)),
+        }
     }
 
-    fn expire_after_update(
-        &self,
-        _: &String,
-        value: &Entry,
-        _: std::time::Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(value.ttl)
+    fn live(&self, now: Instant) -> bool {
+        self.expires > now
+    }
+}
+
+type Shard = HashMap<Box<str>, Entry>;
+
+/// A sharded map of bytes with a TTL per entry, holding at most `capacity` entries.
+struct Shelf {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    /// Entries held, expired ones not yet dropped included. Changed by inserts and removals
+    /// only (logins, logouts), never by a read.
+    len: AtomicU64,
+    capacity: u64,
+}
+
+/// One shard, locked, with the shelf's count to keep true.
+struct Locked<'s> {
+    map: MutexGuard<'s, Shard>,
+    len: &'s AtomicU64,
+}
+
+impl Locked<'_> {
+    fn remove(&mut self, key: &str) -> Option<Entry> {
+        let gone = self.map.remove(key);
+        if gone.is_some() {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+        }
+        gone
+    }
+
+    /// The live entry under `key`; an expired one is dropped.
+    fn live(&mut self, key: &str, now: Instant) -> Option<&mut Entry> {
+        if self.map.get(key).is_some_and(|e| !e.live(now)) {
+            self.remove(key);
+        }
+        self.map.get_mut(key)
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let before = self.map.len();
+        self.map.retain(|_, e| e.live(now));
+        let dropped = before - self.map.len();
+        self.len.fetch_sub(dropped as u64, Ordering::AcqRel);
+    }
+}
+
+impl Shelf {
+    fn new(capacity: u64) -> Shelf {
+        Shelf {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            len: AtomicU64::new(0),
+            capacity,
+        }
+    }
+
+    fn lock(&self, key: &str) -> Locked<'_> {
+        Locked {
+            map: self.shards[self.index(key)]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            len: &self.len,
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<Arc<[u8]>> {
+        let now = Instant::now();
+        self.lock(key).live(key, now).map(|e| Arc::clone(&e.data))
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        self.lock(key).live(key, Instant::now()).is_some()
+    }
+
+    /// Drops every expired entry.
+    fn sweep_all(&self) {
+        let now = Instant::now();
+        for shard in &self.shards {
+            Locked {
+                map: shard.lock().unwrap_or_else(PoisonError::into_inner),
+                len: &self.len,
+            }
+            .sweep(now);
+        }
+    }
+
+    /// Takes a place for a new entry; false when the shelf is full even without the expired.
+    fn reserve(&self) -> bool {
+        for attempt in 0..2 {
+            if self.len.fetch_add(1, Ordering::AcqRel) < self.capacity {
+                return true;
+            }
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            if attempt == 0 {
+                self.sweep_all();
+            }
+        }
+        false
+    }
+
+    fn index(&self, key: &str) -> usize {
+        usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0)
+    }
+
+    /// Writes `key` (new keys only while there is room); gives the entry back when full.
+    fn put(&self, key: &str, entry: Entry) -> Result<(), Entry> {
+        let mut shard = self.lock(key);
+        shard.sweep(Instant::now());
+        if let Some(e) = shard.map.get_mut(key) {
+            *e = entry;
+            return Ok(());
+        }
+        drop(shard);
+        if !self.reserve() {
+            return Err(entry);
+        }
+        let mut shard = self.lock(key);
+        if shard.map.insert(key.into(), entry).is_some() {
+            // Written by another call meanwhile: one entry, counted once.
+            self.len.fetch_sub(1, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// Writes `key`, making room when full by dropping the entry that expires first in its
+    /// shard, or in the next one holding any (markers and indexes only: sessions are never
+    /// evicted).
+    fn put_evicting(&self, key: &str, entry: Entry) {
+        let Err(entry) = self.put(key, entry) else {
+            return;
+        };
+        let home = self.index(key);
+        for i in (0..SHARDS).map(|n| (home + n) % SHARDS) {
+            let mut shard = Locked {
+                map: self.shards[i]
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+                len: &self.len,
+            };
+            let first = shard
+                .map
+                .iter()
+                .min_by_key(|(_, e)| e.expires)
+                .map(|(k, _)| k.clone());
+            if let Some(first) = first {
+                shard.remove(&first);
+                break;
+            }
+        }
+        let mut shard = self.lock(key);
+        if shard.map.insert(key.into(), entry).is_none() {
+            self.len.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.sweep_all();
+        self.len.load(Ordering::Acquire)
     }
 }
 
 /// One instance's sessions, bounded in count; entries expire on their own TTL.
 #[derive(Clone)]
 pub struct MemoryStore {
-    cache: Cache<String, Entry>,
+    inner: Arc<Shelves>,
+}
+
+struct Shelves {
+    sessions: Shelf,
     /// Used login states, logout-token ids and indexes; bounded, evicts only under a load
     /// no anonymous client can create.
-    side: Cache<String, Entry>,
-    capacity: u64,
+    side: Shelf,
 }
 
 impl MemoryStore {
     pub fn new(capacity: u64) -> Self {
-        let build = |max| {
-            Cache::builder()
-                .max_capacity(max)
-                .expire_after(PerEntryTtl)
-                .build()
-        };
         Self {
-            cache: build(capacity),
-            side: build(capacity.saturating_mul(4)),
-            capacity,
+            inner: Arc::new(Shelves {
+                sessions: Shelf::new(capacity),
+                side: Shelf::new(capacity.saturating_mul(4)),
+            }),
         }
     }
 
     pub(super) fn get(&self, key: &str) -> Option<Arc<[u8]>> {
-        self.cache.get(key).map(|e| e.data)
+        self.inner.sessions.get(key)
     }
 
     pub(super) fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
-        // Refuse new keys when full rather than let the cache evict someone's live session.
-        // New keys come from logins only, so settling the count first is affordable.
-        if !self.cache.contains_key(key) {
-            self.cache.run_pending_tasks();
-            if self.cache.entry_count() >= self.capacity {
-                return Err(StoreError::Full(self.capacity));
-            }
-        }
-        self.cache.insert(
-            key.to_owned(),
-            Entry {
-                data: value.into(),
-                ttl,
-            },
-        );
-        Ok(())
+        // Refuse new keys when full rather than evict someone's live session.
+        let sessions = &self.inner.sessions;
+        sessions
+            .put(key, Entry::new(value.into(), ttl))
+            .map_err(|_| StoreError::Full(sessions.capacity))
     }
 
     pub(super) fn replace(
@@ -97,43 +240,38 @@ impl MemoryStore {
         value: &[u8],
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let mut wrote = false;
-        self.cache
-            .entry(key.to_owned())
-            .and_compute_with(|current| match current {
-                Some(e) if &*e.value().data == expected => {
-                    wrote = true;
-                    Op::Put(Entry {
-                        data: value.into(),
-                        ttl,
-                    })
-                }
-                _ => Op::Nop,
-            });
-        Ok(wrote)
+        let mut shard = self.inner.sessions.lock(key);
+        match shard.live(key, Instant::now()) {
+            Some(e) if &*e.data == expected => {
+                *e = Entry::new(value.into(), ttl);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     pub(super) fn delete(&self, key: &str) -> bool {
-        self.cache.remove(key).is_some()
+        let mut shard = self.inner.sessions.lock(key);
+        let now = Instant::now();
+        shard.remove(key).is_some_and(|e| e.live(now))
     }
 
     pub(super) fn exists(&self, key: &str) -> bool {
-        self.side.contains_key(key)
+        self.inner.side.contains(key)
     }
 
-    /// Entries held: sessions, and markers plus indexes (after pending expiries settled).
+    /// Entries held: sessions, and markers plus indexes (after expired ones are dropped).
     pub fn len(&self) -> (u64, u64) {
-        self.cache.run_pending_tasks();
-        self.side.run_pending_tasks();
-        (self.cache.entry_count(), self.side.entry_count())
+        (self.inner.sessions.len(), self.inner.side.len())
     }
 
     pub(super) fn put_new(&self, key: &str, ttl: Duration) -> bool {
-        let entry = self.side.entry(key.to_owned()).or_insert(Entry {
-            data: Arc::from(&b"1"[..]),
-            ttl,
-        });
-        entry.is_fresh()
+        let side = &self.inner.side;
+        if side.lock(key).live(key, Instant::now()).is_some() {
+            return false;
+        }
+        side.put_evicting(key, Entry::new(Arc::from(&b"1"[..]), ttl));
+        true
     }
 
     /// Indexes are newline-separated lists of session keys; adding drops members whose
@@ -144,72 +282,70 @@ impl MemoryStore {
         member: &str,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        self.side.entry(key.to_owned()).and_upsert_with(|current| {
-            let mut data = Vec::new();
-            if let Some(entry) = current {
-                for live in String::from_utf8_lossy(&entry.into_value().data)
-                    .lines()
-                    .filter(|m| self.cache.contains_key(*m))
-                {
-                    data.extend_from_slice(live.as_bytes());
-                    data.push(b'\n');
-                }
+        let current = self.inner.side.get(key);
+        let mut data = Vec::new();
+        if let Some(current) = current {
+            for live in String::from_utf8_lossy(&current)
+                .lines()
+                .filter(|m| *m != member && self.inner.sessions.contains(m))
+            {
+                data.extend_from_slice(live.as_bytes());
+                data.push(b'\n');
             }
-            data.extend_from_slice(member.as_bytes());
-            data.push(b'\n');
-            Entry {
-                data: data.into(),
-                ttl,
-            }
-        });
+        }
+        data.extend_from_slice(member.as_bytes());
+        data.push(b'\n');
+        self.inner
+            .side
+            .put_evicting(key, Entry::new(data.into(), ttl));
         Ok(())
     }
 
     pub(super) fn index_remove(&self, key: &str, member: &str) -> Result<(), StoreError> {
-        self.side.entry(key.to_owned()).and_compute_with(|current| {
-            let Some(entry) = current else { return Op::Nop };
-            let entry = entry.into_value();
-            let kept: Vec<&str> = std::str::from_utf8(&entry.data)
-                .unwrap_or_default()
-                .lines()
-                .filter(|m| *m != member)
-                .collect();
-            if kept.is_empty() {
-                return Op::Remove;
-            }
-            let mut data = kept.join("\n").into_bytes();
-            data.push(b'\n');
-            Op::Put(Entry {
-                data: data.into(),
-                ttl: entry.ttl,
-            })
-        });
+        let mut shard = self.inner.side.lock(key);
+        let now = Instant::now();
+        let Some(entry) = shard.live(key, now) else {
+            return Ok(());
+        };
+        let kept: Vec<&str> = std::str::from_utf8(&entry.data)
+            .unwrap_or_default()
+            .lines()
+            .filter(|m| *m != member)
+            .collect();
+        if kept.is_empty() {
+            shard.remove(key);
+            return Ok(());
+        }
+        let mut data = kept.join("\n").into_bytes();
+        data.push(b'\n');
+        entry.data = data.into();
         Ok(())
     }
 
     pub(super) fn index_members(&self, key: &str) -> Vec<String> {
-        self.side
+        self.inner
+            .side
             .get(key)
-            .map(|e| {
-                String::from_utf8_lossy(&e.data)
-                    .lines()
-                    .map(str::to_owned)
-                    .collect()
-            })
+            .map(|d| lines(&d))
             .unwrap_or_default()
     }
 
     pub(super) fn index_take(&self, key: &str) -> Vec<String> {
-        self.side
+        let mut shard = self.inner.side.lock(key);
+        let now = Instant::now();
+        shard
             .remove(key)
-            .map(|e| {
-                String::from_utf8_lossy(&e.data)
-                    .lines()
-                    .map(str::to_owned)
-                    .collect()
-            })
+            .filter(|e| e.live(now))
+            .map(|e| lines(&e.data))
             .unwrap_or_default()
     }
+}
+
+fn lines(data: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(data)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 #[cfg(test)]
@@ -246,6 +382,23 @@ mod tests {
             Some(&b"1"[..]),
             "no live entry evicted"
         );
+    }
+
+    #[tokio::test]
+    async fn an_expired_session_gives_its_place_to_a_new_login() {
+        let s = Store::Memory(MemoryStore::new(2));
+        s.set("old", b"1", Duration::from_millis(20)).await.unwrap();
+        s.set("live", b"1", Duration::from_secs(5)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        s.set("new", b"1", Duration::from_secs(5)).await.unwrap();
+        if let Store::Memory(m) = &s {
+            assert_eq!(
+                m.len().0,
+                2,
+                "the expired entry was dropped, not kept beside"
+            );
+        }
+        assert_eq!(s.get("old").await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 //! trip, enforcing idle and absolute expiry server-side, writing tokens by compare-and-set,
 //! and the login transactions that live in the browser until the callback (`login.rs`).
 
+mod decoded;
 mod login;
 mod memory;
 #[doc(hidden)]
@@ -32,7 +33,8 @@ const MAX_TOUCH_INTERVAL_MS: i64 = 5_000;
 /// later write can refuse to overwrite a newer one).
 #[derive(Clone)]
 pub struct Loaded {
-    pub session: Session,
+    /// Shared with this thread's opened copy (`decoded`) until a change: `Arc::make_mut`.
+    pub session: Arc<Session>,
     pub secret: CookieSecret,
     pub key: String,
     raw: Arc<[u8]>,
@@ -166,9 +168,10 @@ impl Sessions {
     ) -> Result<Option<Loaded>, StoreError> {
         let key = record::store_key(&self.prefix, "s:", &secret.id);
         let Some(raw) = self.store.get(&key).await? else {
+            decoded::forget(&key);
             return Ok(None);
         };
-        let Some(session) = record::open::<Session>(&secret.record_key, &key, &raw) else {
+        let Some(session) = decoded::open(&secret.record_key, &key, &raw) else {
             return Ok(None);
         };
         let now = now_ms();
@@ -184,9 +187,9 @@ impl Sessions {
         }
         let interval = (millis(self.idle()) / 4).clamp(1, MAX_TOUCH_INTERVAL_MS);
         if slide && now - loaded.session.last_seen_ms >= interval {
-            loaded.session.last_seen_ms = now;
+            Arc::make_mut(&mut loaded.session).last_seen_ms = now;
             if let Some(sealed) =
-                record::seal(&loaded.secret.record_key, &loaded.key, &loaded.session)
+                record::seal(&loaded.secret.record_key, &loaded.key, &*loaded.session)
             {
                 let store = self.store.clone();
                 let sealed: Arc<[u8]> = sealed.into();
@@ -251,7 +254,7 @@ impl Sessions {
             return Ok(None);
         };
         Ok(Some(Loaded {
-            session,
+            session: Arc::new(session),
             secret: loaded.secret.clone(),
             key: loaded.key.clone(),
             raw,
@@ -267,13 +270,15 @@ impl Sessions {
         owner: &str,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        let previous = loaded.session.refresh_claim.replace(RefreshClaim {
-            owner: owner.to_owned(),
-            until_ms: now_ms().saturating_add(millis(lease)),
-        });
+        let previous = Arc::make_mut(&mut loaded.session)
+            .refresh_claim
+            .replace(RefreshClaim {
+                owner: owner.to_owned(),
+                until_ms: now_ms().saturating_add(millis(lease)),
+            });
         let wrote = self.update(loaded).await?;
         if !wrote {
-            loaded.session.refresh_claim = previous;
+            Arc::make_mut(&mut loaded.session).refresh_claim = previous;
         }
         Ok(wrote)
     }
@@ -290,7 +295,7 @@ impl Sessions {
             {
                 return;
             }
-            loaded.session.refresh_claim = None;
+            Arc::make_mut(&mut loaded.session).refresh_claim = None;
             match self.update(loaded).await {
                 Ok(true) | Err(_) => return,
                 Ok(false) => match self.reload(loaded).await {
@@ -315,9 +320,10 @@ impl Sessions {
         let base_version = loaded.session.token_version;
         for _ in 0..8 {
             let mut next = loaded.clone();
-            apply(&mut next.session);
-            next.session.token_version = base_version.wrapping_add(1);
-            next.session.refresh_claim = None;
+            let session = Arc::make_mut(&mut next.session);
+            apply(session);
+            session.token_version = base_version.wrapping_add(1);
+            session.refresh_claim = None;
             if self.update(&mut next).await? {
                 *loaded = next;
                 return Ok(TokenWrite::Written);
@@ -432,7 +438,7 @@ impl Sessions {
 
     /// Writes `loaded.session` back unless the stored record changed since it was read.
     pub async fn update(&self, loaded: &mut Loaded) -> Result<bool, StoreError> {
-        let Some(sealed) = record::seal(&loaded.secret.record_key, &loaded.key, &loaded.session)
+        let Some(sealed) = record::seal(&loaded.secret.record_key, &loaded.key, &*loaded.session)
         else {
             return Ok(false);
         };
