@@ -6,12 +6,18 @@
 //! "request_id":"…"}`) on every line logged while a request is handled. Field names are
 //! stable; README.md lists them.
 
+use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::io::IsTerminal as _;
 use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::Subscriber;
-use tracing_subscriber::filter::{EnvFilter, FilterExt as _, filter_fn};
+use tracing_subscriber::filter::{EnvFilter, FilterExt as _, Targets, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::FormatTime;
+use tracing_subscriber::layer::Filter;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{Layer, fmt};
 
@@ -49,10 +55,10 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let filter = filter.and(filter_fn(|meta| meta.target() != TRACE_TARGET));
+    let filter = parse_filter::<S>(filter).and(filter_fn(|meta| meta.target() != TRACE_TARGET));
     match format {
         LogFormat::Text => fmt::layer()
+            .with_timer(Clock)
             .with_writer(writer)
             .with_target(false)
             .with_ansi(std::io::stderr().is_terminal())
@@ -63,9 +69,77 @@ where
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
+            .with_timer(Clock)
             .with_writer(writer)
             .with_filter(filter)
             .boxed(),
+    }
+}
+
+/// Levels by target only (`info`, `gatehouse=debug,warn`) become a static filter, decided once
+/// per call site. Anything else (span or field directives) needs `EnvFilter`, which takes a
+/// process-wide lock whenever a span is entered or left, so several times per request.
+fn parse_filter<S>(filter: &str) -> Box<dyn Filter<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    if is_static(filter)
+        && let Ok(targets) = filter.parse::<Targets>()
+    {
+        return Box::new(targets);
+    }
+    Box::new(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER)))
+}
+
+/// Whether `filter` is only `target=level` and bare levels or targets, which [`Targets`] reads
+/// as `EnvFilter` does.
+fn is_static(filter: &str) -> bool {
+    !filter.is_empty()
+        && filter.split(',').all(|directive| {
+            !directive.is_empty()
+                && directive
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_:=-".contains(&b))
+        })
+}
+
+/// Timestamps as tracing-subscriber's `SystemTime` writes them (RFC 3339, UTC, microseconds),
+/// from this thread's text of the current second: the calendar is worked out once a second,
+/// not once per line.
+struct Clock;
+
+thread_local! {
+    /// The second (since the epoch) and its `YYYY-MM-DDTHH:MM:SS`.
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+}
+
+impl FormatTime for Clock {
+    fn format_time(&self, w: &mut Writer<'_>) -> std::fmt::Result {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let (secs, micros) = (now.as_secs(), now.subsec_micros());
+        SECOND.with_borrow_mut(|(at, text)| {
+            if *at != secs || text.is_empty() {
+                let Some(date) = i64::try_from(secs)
+                    .ok()
+                    .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+                else {
+                    return Err(std::fmt::Error);
+                };
+                text.clear();
+                write!(text, "{}", date.format("%Y-%m-%dT%H:%M:%S"))?;
+                *at = secs;
+            }
+            w.write_str(text)
+        })?;
+        let mut fraction = *b".000000Z";
+        let mut rest = micros;
+        for digit in fraction[1..7].iter_mut().rev() {
+            *digit = b'0' + u8::try_from(rest % 10).unwrap_or(0);
+            rest /= 10;
+        }
+        w.write_str(std::str::from_utf8(&fraction).map_err(|_| std::fmt::Error)?)
     }
 }
 
@@ -146,6 +220,63 @@ mod tests {
             assert_eq!(lines.len(), 1);
             assert!(lines[0].contains("request_id"), "{format:?}: {}", lines[0]);
         }
+    }
+
+    #[test]
+    fn plain_level_lists_take_the_static_filter_and_span_directives_do_not() {
+        for plain in [
+            "info",
+            "warn",
+            "gatehouse=debug,warn",
+            "hyper_util::client=trace,info",
+        ] {
+            assert!(is_static(plain), "{plain}");
+        }
+        for dynamic in [
+            "",
+            "info,",
+            "[request]=debug",
+            "info,[{route=x}]=debug",
+            "a b",
+        ] {
+            assert!(!is_static(dynamic), "{dynamic:?}");
+        }
+    }
+
+    #[test]
+    fn a_span_directive_still_filters_by_span() {
+        let filter = "warn,[request]=info";
+        let lines = logged(LogFormat::Text, filter, || {
+            tracing::info!("outside any request");
+            let id = RequestId::choose(&http::HeaderMap::new(), false);
+            let spans =
+                RequestSpans::start(&id, &http::Method::GET, &http::HeaderMap::new(), false);
+            let _log = spans_log(&spans);
+            tracing::info!("inside a request");
+        });
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("inside a request"), "{lines:?}");
+    }
+
+    #[test]
+    fn timestamps_read_as_tracing_subscribers_own() {
+        let format = |timer: &dyn FormatTime| {
+            let mut text = String::new();
+            timer.format_time(&mut Writer::new(&mut text)).unwrap();
+            text
+        };
+        // Taken in the same second (a second boundary in between: try again).
+        for _ in 0..3 {
+            let ours = format(&Clock);
+            let theirs = format(&fmt::time::SystemTime);
+            assert_eq!(ours.len(), theirs.len(), "{ours} vs {theirs}");
+            assert!(ours.ends_with('Z') && ours.as_bytes()[19] == b'.', "{ours}");
+            if ours[..19] == theirs[..19] {
+                assert!(ours[20..26].bytes().all(|b| b.is_ascii_digit()), "{ours}");
+                return;
+            }
+        }
+        panic!("the two clocks never agreed on the second");
     }
 
     #[test]
