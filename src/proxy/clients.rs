@@ -336,3 +336,49 @@ impl EndpointClients {
             .get_or_init(|| self.factory.client(self.addr, Alpn::H1, conn))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clients(lanes: usize) -> EndpointClients {
+        let mut factory = Factory::for_tests();
+        factory.settings.lanes = lanes;
+        let origin = Origin::parse("http://127.0.0.1:9").unwrap();
+        factory.endpoint(&origin, "127.0.0.1:9".parse().unwrap())
+    }
+
+    /// Which client (by address) `lane`'s thread gets for pooled requests, and for fresh ones.
+    fn taken_on_lane(clients: &EndpointClients, lane: usize) -> (usize, usize, usize) {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                set_lane(lane);
+                let addr = |c: &Client<Connector, Sent>| std::ptr::from_ref(c) as usize;
+                (
+                    addr(clients.forward(false, Conn::Pooled)),
+                    addr(clients.forward(false, Conn::Fresh)),
+                    std::ptr::from_ref(clients.http1(Conn::Pooled)) as usize,
+                )
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    #[test]
+    fn each_worker_takes_pooled_connections_from_its_own_pool_only() {
+        let clients = clients(2);
+        let (pooled0, fresh0, h1_0) = taken_on_lane(&clients, 0);
+        let (pooled1, fresh1, h1_1) = taken_on_lane(&clients, 1);
+        assert_ne!(pooled0, pooled1, "two workers share no pool");
+        assert_ne!(h1_0, h1_1, "nor for WebSocket handshakes");
+        assert_eq!(
+            fresh0, fresh1,
+            "fresh connections are never pooled: one client"
+        );
+        let (again, _, _) = taken_on_lane(&clients, 0);
+        assert_eq!(again, pooled0, "a worker keeps its pool");
+        let (wrapped, _, _) = taken_on_lane(&clients, 2);
+        assert_eq!(wrapped, pooled0, "a lane past the count wraps around");
+    }
+}
