@@ -5,7 +5,8 @@
 //!    when the route is first used and again every [`RESOLVE_EVERY`] (a headless service, DNS
 //!    round robin), and the route balances over all of its addresses. A failed lookup keeps
 //!    the addresses it had.
-//! 2. Round robin over the endpoints that are in.
+//! 2. Round robin over the endpoints that are in, each worker thread with its own cursor (no
+//!    counter shared between cores).
 //! 3. Passive health: an endpoint that refuses a connection (or resets a fresh one) is out
 //!    for a cool-down of 1 s, doubled at each failure after it came back, up to 30 s. Failures
 //!    of requests sent before it went out do not count again. Any answer brings it back in.
@@ -140,8 +141,14 @@ pub struct Group {
     resolved: tokio::sync::OnceCell<()>,
     resolved_at: Mutex<Instant>,
     resolving: AtomicBool,
-    cursor: AtomicUsize,
+    /// One per worker thread (`clients::lane`), each on its own cache line.
+    cursors: Box<[Cursor]>,
 }
+
+/// A round-robin position, alone on its cache line so that workers never share one.
+#[repr(align(64))]
+#[derive(Default)]
+struct Cursor(AtomicUsize);
 
 impl Group {
     pub fn new(upstream: Upstream, registry: &Registry) -> Group {
@@ -162,7 +169,9 @@ impl Group {
             resolved: tokio::sync::OnceCell::new(),
             resolved_at: Mutex::new(Instant::now()),
             resolving: AtomicBool::new(false),
-            cursor: AtomicUsize::new(0),
+            cursors: (0..registry.clients.lanes())
+                .map(|_| Cursor::default())
+                .collect(),
         }
     }
 
@@ -232,7 +241,8 @@ impl Group {
         tried: &[Arc<Endpoint>],
     ) -> Option<&'e Arc<Endpoint>> {
         let n = endpoints.len();
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let cursor = &self.cursors[super::clients::lane() % self.cursors.len()];
+        let start = cursor.0.fetch_add(1, Ordering::Relaxed);
         (0..n)
             .filter_map(|i| endpoints.get(start.wrapping_add(i) % n))
             .find(|e| e.is_in() && !tried.iter().any(|t| Arc::ptr_eq(t, e)))

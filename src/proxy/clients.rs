@@ -54,7 +54,8 @@ pub fn set_lane(lane: usize) {
     LANE.with(|l| l.set(lane));
 }
 
-fn lane() -> usize {
+/// This thread's lane (see [`set_lane`]).
+pub fn lane() -> usize {
     LANE.with(Cell::get)
 }
 
@@ -229,6 +230,11 @@ impl Factory {
         })
     }
 
+    /// Worker threads, each with its own pools ([`PoolSettings::lanes`]).
+    pub fn lanes(&self) -> usize {
+        self.settings.lanes.max(1)
+    }
+
     /// Web roots only, small pools.
     #[cfg(test)]
     pub fn for_tests() -> Factory {
@@ -241,13 +247,19 @@ impl Factory {
         Factory::new(settings, &[]).unwrap()
     }
 
+    /// [`Factory::for_tests`] with `lanes` workers.
+    #[cfg(test)]
+    pub fn for_tests_with_lanes(lanes: usize) -> Factory {
+        let mut factory = Factory::for_tests();
+        factory.settings.lanes = lanes;
+        factory
+    }
+
     pub fn endpoint(&self, _origin: &Origin, addr: SocketAddr) -> EndpointClients {
         EndpointClients {
             factory: self.clone(),
             addr,
-            pooled: (0..self.settings.lanes.max(1))
-                .map(|_| Kinds::default())
-                .collect(),
+            pooled: (0..self.lanes()).map(|_| Kinds::default()).collect(),
             fresh: Kinds::default(),
         }
     }
@@ -342,8 +354,7 @@ mod tests {
     use super::*;
 
     fn clients(lanes: usize) -> EndpointClients {
-        let mut factory = Factory::for_tests();
-        factory.settings.lanes = lanes;
+        let factory = Factory::for_tests_with_lanes(lanes);
         let origin = Origin::parse("http://127.0.0.1:9").unwrap();
         factory.endpoint(&origin, "127.0.0.1:9".parse().unwrap())
     }

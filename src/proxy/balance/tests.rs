@@ -55,6 +55,34 @@ async fn round_robin_skips_endpoints_that_are_out_and_none_is_picked_when_all_ar
 }
 
 #[tokio::test]
+async fn each_worker_goes_round_robin_with_its_own_cursor() {
+    let r = Arc::new(Registry::new(
+        super::super::clients::Factory::for_tests_with_lanes(2),
+    ));
+    let g = r.group(&upstream(&["http://127.0.0.1:1", "http://127.0.0.1:2"]));
+    let all = g.endpoints(&r).await;
+    let on_lane = |lane: usize, picks: usize| {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                super::super::clients::set_lane(lane);
+                (0..picks)
+                    .map(|_| g.pick(&all, &[]).unwrap().addr.port())
+                    .collect::<Vec<u16>>()
+            })
+            .join()
+            .unwrap()
+        })
+    };
+    assert_eq!(on_lane(0, 3), [1, 2, 1]);
+    assert_eq!(
+        on_lane(1, 2),
+        [1, 2],
+        "worker 1 starts where it stood, not where worker 0 left off"
+    );
+    assert_eq!(on_lane(0, 1), [2]);
+}
+
+#[tokio::test]
 async fn a_host_name_is_balanced_over_all_its_addresses() {
     let r = registry();
     let g = r.group(&upstream(&["http://localhost:7"]));
