@@ -94,7 +94,7 @@ memory_capacity = {count}
         }
     }
     if let Store::Memory(memory) = &sessions.store {
-        // Settles the cache's pending bookkeeping, as a running instance would by now.
+        // Drops anything expired, as a running instance would have by now.
         let (live, _) = memory.len();
         eprintln!("memory store holds {live} sessions");
     }

@@ -137,17 +137,26 @@ fn is_spoofable(name: &HeaderName, extra: &[HeaderPattern]) -> bool {
 
 /// Removes hop-by-hop headers, including those the `Connection` header lists.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(CONNECTION) {
-        let listed: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in listed {
-            headers.remove(name);
+    // Names listed in `Connection` that are hop-by-hop anyway (`keep-alive`, `upgrade`) or no
+    // header at all (`close`) need no second pass: the usual `Connection` costs nothing.
+    let mut listed: Vec<HeaderName> = Vec::new();
+    for token in headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+    {
+        let known = token.eq_ignore_ascii_case("close")
+            || HOP_BY_HOP
+                .iter()
+                .any(|h| token.eq_ignore_ascii_case(h.as_str()));
+        if !known && let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+            listed.push(name);
         }
+    }
+    for name in listed {
+        headers.remove(name);
     }
     for name in HOP_BY_HOP.iter() {
         headers.remove(name);
@@ -237,9 +246,19 @@ pub fn prepare_request(headers: &mut HeaderMap, f: Forwarding<'_>) {
             headers.insert(AUTHORIZATION, bearer);
         }
     }
+    // The client's address list is ours to give away: no copy of it.
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(f.client_ip)) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    let proto = match f.proto {
+        "https" => Ok(HeaderValue::from_static("https")),
+        "http" => Ok(HeaderValue::from_static("http")),
+        other => HeaderValue::from_str(other),
+    };
+    if let Ok(v) = proto {
+        headers.insert(X_FORWARDED_PROTO.clone(), v);
+    }
     for (name, value) in [
-        (X_FORWARDED_FOR.clone(), f.client_ip.as_str()),
-        (X_FORWARDED_PROTO.clone(), f.proto),
         (X_FORWARDED_HOST.clone(), f.host),
         (HOST, f.upstream_authority),
     ] {
@@ -301,7 +320,9 @@ mod tests {
             CONNECTION,
             HeaderValue::from_static("keep-alive, x-secret-hop"),
         );
+        h.append(CONNECTION, HeaderValue::from_static("Close, X-Second-Hop"));
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("x-second-hop", HeaderValue::from_static("1"));
         h.insert("upgrade", HeaderValue::from_static("websocket"));
         h.insert("te", HeaderValue::from_static("trailers"));
         h.insert("x-kept", HeaderValue::from_static("1"));

@@ -60,17 +60,22 @@ impl CookieSecret {
 
 /// `prefix` + `kind` + hex(SHA-256(id)).
 pub fn store_key(prefix: &str, kind: &str, id: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(id);
     let mut key = String::with_capacity(prefix.len() + kind.len() + 64);
     key.push_str(prefix);
     key.push_str(kind);
-    // One pass over a table, not 32 trips through the formatting machinery.
-    for b in digest {
-        key.push(char::from(HEX[usize::from(b >> 4)]));
-        key.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
+    push_hex(&mut key, &digest);
     key
+}
+
+/// Appends `bytes` as lowercase hex: one pass over a table, not a trip through the
+/// formatting machinery per byte.
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
 }
 
 /// Serializes and seals `value` for `store_key`: nonce ‖ ciphertext ‖ tag.

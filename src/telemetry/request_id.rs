@@ -45,11 +45,11 @@ impl RequestId {
     }
 
     pub fn generate() -> RequestId {
-        let bits: u128 = rand::random();
+        let bits: [u8; 16] = rand::random();
+        let mut text = String::with_capacity(32);
+        crate::session::record::push_hex(&mut text, &bits);
         // 32 hex digits are always a valid header value.
-        RequestId(
-            HeaderValue::try_from(format!("{bits:032x}")).unwrap_or(HeaderValue::from_static("-")),
-        )
+        RequestId(HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("-")))
     }
 
     pub fn as_str(&self) -> &str {
