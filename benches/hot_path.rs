@@ -234,7 +234,6 @@ fn header_rewrite(c: &mut Criterion) {
                         client_ip: "192.0.2.1".into(),
                         proto: "https",
                         host: "app.example.com",
-                        upstream_authority: "127.0.0.1:9100",
                         cookie: None,
                         authorization: Some(bearer.clone()),
                         strip: &[],

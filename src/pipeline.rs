@@ -249,7 +249,8 @@ async fn forward(
         csrf::verify(req.headers(), &route.csrf)?;
         authorization = Some(authenticate(app, route, ctx).await?.1);
     }
-    headers::prepare_request(req.headers_mut(), forwarding(upstream, ctx, authorization));
+    let client_ip = std::mem::take(&mut ctx.client.chain);
+    headers::prepare_request(req.headers_mut(), forwarding(ctx, client_ip, authorization));
     let mut res =
         telemetry::upstream_call(&app.metrics, &route.prefix, &ctx.request_id, req, |req| {
             app.forwarder.forward(req, route, upstream)
@@ -286,7 +287,8 @@ async fn upgrade(
         .extensions_mut()
         .remove::<ConnHandle>()
         .map(|h| h.hold());
-    headers::prepare_request(req.headers_mut(), forwarding(upstream, ctx, authorization));
+    let client_ip = std::mem::take(&mut ctx.client.chain);
+    headers::prepare_request(req.headers_mut(), forwarding(ctx, client_ip, authorization));
     req.headers_mut()
         .insert(X_REQUEST_ID, ctx.request_id.header_value());
     let opening = websocket::Opening {
@@ -321,14 +323,15 @@ async fn authenticate(
 }
 
 /// What gatehouse tells the upstream about the request (see [`headers::prepare_request`]).
+/// `client_ip`: the `X-Forwarded-For` list, taken out of `ctx` (nothing else reads it).
 fn forwarding<'a>(
-    upstream: &'a Upstream,
     ctx: &'a Ctx<'_>,
+    client_ip: String,
     authorization: Option<Option<HeaderValue>>,
 ) -> Forwarding<'a> {
     let server = &ctx.config.server;
     Forwarding {
-        client_ip: ctx.client.chain.clone(),
+        client_ip,
         proto: ctx
             .client
             .proto
@@ -339,7 +342,6 @@ fn forwarding<'a>(
             .host
             .as_deref()
             .unwrap_or(server.origin.split_once("://").map_or("", |(_, h)| h)),
-        upstream_authority: upstream.authority().as_str(),
         cookie: ctx.jar.forward(),
         authorization,
         strip: &server.strip_request_headers,

@@ -228,15 +228,17 @@ pub fn is_routable_path(path: &str) -> bool {
     {
         return false;
     }
-    let lower = path.to_ascii_lowercase();
-    if ["%2f", "%5c", "%2e", "%00", "%3b", "%23", "%3f", "%25"]
-        .iter()
-        .any(|p| lower.contains(p))
-    {
-        return false;
-    }
-    if escaped_bytes(path.as_bytes()).any(is_unreserved) {
-        return false;
+    if path.contains('%') {
+        let lower = path.to_ascii_lowercase();
+        if ["%2f", "%5c", "%2e", "%00", "%3b", "%23", "%3f", "%25"]
+            .iter()
+            .any(|p| lower.contains(p))
+        {
+            return false;
+        }
+        if escaped_bytes(path.as_bytes()).any(is_unreserved) {
+            return false;
+        }
     }
     !path.split('/').any(|seg| seg == "." || seg == "..")
 }

@@ -122,7 +122,9 @@ pub struct Watched {
 
 impl Connection for Watched {
     fn connected(&self) -> Connected {
-        self.stream.connected().extra(self.answered.clone())
+        // Only `Answered`: every extra is copied into each response's extensions, and the
+        // addresses that tokio's own `connected` adds are of no use here.
+        Connected::new().extra(self.answered.clone())
     }
 }
 

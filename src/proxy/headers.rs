@@ -189,7 +189,6 @@ pub struct Forwarding<'a> {
     pub client_ip: String,
     pub proto: &'a str,
     pub host: &'a str,
-    pub upstream_authority: &'a str,
     /// The request's cookies without ours (the request's own `Cookie` headers were taken out
     /// by the jar already).
     pub cookie: Option<HeaderValue>,
@@ -258,14 +257,11 @@ pub fn prepare_request(headers: &mut HeaderMap, f: Forwarding<'_>) {
     if let Ok(v) = proto {
         headers.insert(X_FORWARDED_PROTO.clone(), v);
     }
-    for (name, value) in [
-        (X_FORWARDED_HOST.clone(), f.host),
-        (HOST, f.upstream_authority),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(name, v);
-        }
+    if let Ok(v) = HeaderValue::from_str(f.host) {
+        headers.insert(X_FORWARDED_HOST.clone(), v);
     }
+    // The client's `Host` names us; each attempt sets its address's own (`proxy::Head`).
+    headers.remove(HOST);
 }
 
 #[cfg(test)]
@@ -277,7 +273,6 @@ mod tests {
             client_ip: "192.0.2.1".into(),
             proto: "https",
             host: "app.example",
-            upstream_authority: "10.0.0.1:9000",
             cookie: None,
             authorization: auth,
             strip: &[],
@@ -309,7 +304,7 @@ mod tests {
         prepare_request(&mut h, forwarding(None));
         assert_eq!(h["x-forwarded-for"], "192.0.2.1");
         assert_eq!(h["x-forwarded-host"], "app.example");
-        assert_eq!(h["host"], "10.0.0.1:9000");
+        assert!(h.get("host").is_none(), "each attempt sets its own");
         assert!(h.values().all(|v| v != "evil"), "{h:?}");
     }
 
