@@ -7,7 +7,9 @@
 //! Both maps are [`Shelf`]s: 64 shards behind their own locks, so requests on different cores
 //! rarely meet, and about 150 bytes besides the record per entry (a general-purpose cache with
 //! per-entry expiry took over a kilobyte). Expired entries are dropped when read, and a shard's
-//! expired entries whenever something is written to that shard.
+//! expired entries whenever something is written to that shard. A marker or an index is read
+//! and written under one lock, so a replay check and two concurrent logins of one user are
+//! exact.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher as _, RandomState};
@@ -161,14 +163,27 @@ impl Shelf {
         Ok(())
     }
 
-    /// Writes `key`, making room when full by dropping the entry that expires first in its
-    /// shard, or in the next one holding any (markers and indexes only: sessions are never
-    /// evicted).
-    fn put_evicting(&self, key: &str, entry: Entry) {
-        let Err(entry) = self.put(key, entry) else {
-            return;
+    /// Reads and writes `key` in one step under its shard's lock: `write` sees the live entry
+    /// (if any) and returns what to store, or `None` to leave it. Returns whether it wrote.
+    /// When a new key makes the shelf overfull, the entry that expires first elsewhere makes
+    /// room (markers and indexes only: sessions never go through here).
+    fn upsert(&self, key: &str, write: impl FnOnce(Option<&Entry>) -> Option<Entry>) -> bool {
+        let mut shard = self.lock(key);
+        let Some(entry) = write(shard.live(key, Instant::now()).map(|e| &*e)) else {
+            return false;
         };
-        let home = self.index(key);
+        let added = shard.map.insert(key.into(), entry).is_none();
+        drop(shard);
+        if added && self.len.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.evict_one(key);
+        }
+        true
+    }
+
+    /// Drops the entry that expires first in the shard after `keep`'s, or in the next one
+    /// holding any other than `keep`.
+    fn evict_one(&self, keep: &str) {
+        let home = self.index(keep);
         for i in (0..SHARDS).map(|n| (home + n) % SHARDS) {
             let mut shard = Locked {
                 map: self.shards[i]
@@ -179,16 +194,13 @@ impl Shelf {
             let first = shard
                 .map
                 .iter()
+                .filter(|(k, _)| &***k != keep)
                 .min_by_key(|(_, e)| e.expires)
                 .map(|(k, _)| k.clone());
             if let Some(first) = first {
                 shard.remove(&first);
-                break;
+                return;
             }
-        }
-        let mut shard = self.lock(key);
-        if shard.map.insert(key.into(), entry).is_none() {
-            self.len.fetch_add(1, Ordering::AcqRel);
         }
     }
 
@@ -265,13 +277,12 @@ impl MemoryStore {
         (self.inner.sessions.len(), self.inner.side.len())
     }
 
+    /// Writes a marker unless one is there, atomically (a replay check).
     pub(super) fn put_new(&self, key: &str, ttl: Duration) -> bool {
-        let side = &self.inner.side;
-        if side.lock(key).live(key, Instant::now()).is_some() {
-            return false;
-        }
-        side.put_evicting(key, Entry::new(Arc::from(&b"1"[..]), ttl));
-        true
+        self.inner.side.upsert(key, |current| match current {
+            Some(_) => None,
+            None => Some(Entry::new(Arc::from(&b"1"[..]), ttl)),
+        })
     }
 
     /// Indexes are newline-separated lists of session keys; adding drops members whose
@@ -282,22 +293,23 @@ impl MemoryStore {
         member: &str,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let current = self.inner.side.get(key);
-        let mut data = Vec::new();
-        if let Some(current) = current {
-            for live in String::from_utf8_lossy(&current)
-                .lines()
-                .filter(|m| *m != member && self.inner.sessions.contains(m))
-            {
-                data.extend_from_slice(live.as_bytes());
-                data.push(b'\n');
+        let sessions = &self.inner.sessions;
+        // Read and written under one lock: two logins of one user at once both stay listed.
+        self.inner.side.upsert(key, |current| {
+            let mut data = Vec::new();
+            if let Some(current) = current {
+                for live in String::from_utf8_lossy(&current.data)
+                    .lines()
+                    .filter(|m| *m != member && sessions.contains(m))
+                {
+                    data.extend_from_slice(live.as_bytes());
+                    data.push(b'\n');
+                }
             }
-        }
-        data.extend_from_slice(member.as_bytes());
-        data.push(b'\n');
-        self.inner
-            .side
-            .put_evicting(key, Entry::new(data.into(), ttl));
+            data.extend_from_slice(member.as_bytes());
+            data.push(b'\n');
+            Some(Entry::new(data.into(), ttl))
+        });
         Ok(())
     }
 
@@ -382,6 +394,54 @@ mod tests {
             Some(&b"1"[..]),
             "no live entry evicted"
         );
+    }
+
+    #[test]
+    fn a_marker_is_new_to_exactly_one_of_many_racing_writers() {
+        let m = MemoryStore::new(1_000);
+        let ttl = Duration::from_secs(5);
+        for round in 0..200 {
+            let key = format!("jti{round}");
+            let start = std::sync::Barrier::new(8);
+            let firsts: usize = std::thread::scope(|s| {
+                let racers: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            usize::from(m.put_new(&key, ttl))
+                        })
+                    })
+                    .collect();
+                racers.into_iter().map(|r| r.join().unwrap()).sum()
+            });
+            assert_eq!(firsts, 1, "{key}: a replay passed as new");
+        }
+    }
+
+    #[test]
+    fn logins_of_one_user_at_once_are_all_indexed() {
+        let m = MemoryStore::new(1_000);
+        let ttl = Duration::from_secs(5);
+        for round in 0..50 {
+            let index = format!("sub{round}");
+            let members: Vec<String> = (0..8).map(|i| format!("s{round}-{i}")).collect();
+            for member in &members {
+                m.set(member, b"x", ttl).unwrap();
+            }
+            let start = std::sync::Barrier::new(members.len());
+            std::thread::scope(|s| {
+                for member in &members {
+                    let (m, index, start) = (&m, &index, &start);
+                    s.spawn(move || {
+                        start.wait();
+                        m.index_add(index, member, ttl).unwrap();
+                    });
+                }
+            });
+            let mut listed = m.index_members(&index);
+            listed.sort();
+            assert_eq!(listed, members, "{index}: a login fell out of the index");
+        }
     }
 
     #[tokio::test]
