@@ -35,11 +35,17 @@ thread_local! {
 
 /// The record `raw` read under `store_key`, opened with `record_key` (see [`record::open`]);
 /// from this thread's copy when it was opened from these bytes with this key (rules 1, 2).
+/// `keep`: whether the store hands out the same bytes again (`Store::shares_copies`); a
+/// store that reads afresh every time would only fill the copies with ones never used.
 pub fn open(
     record_key: &[u8; RECORD_KEY_LEN],
     store_key: &str,
     raw: &Arc<[u8]>,
+    keep: bool,
 ) -> Option<Arc<Session>> {
+    if !keep {
+        return record::open::<Session>(record_key, store_key, raw).map(Arc::new);
+    }
     let hit = COPIES.with_borrow(|copies| {
         copies
             .get(store_key)
@@ -111,28 +117,39 @@ mod tests {
     fn a_kept_copy_needs_the_record_key_it_was_opened_with() {
         let (key, other) = ([1u8; RECORD_KEY_LEN], [2u8; RECORD_KEY_LEN]);
         let raw = sealed(&key, "s:a", "alice");
-        assert_eq!(open(&key, "s:a", &raw).unwrap().sub, "alice");
+        assert_eq!(open(&key, "s:a", &raw, true).unwrap().sub, "alice");
         assert!(
-            open(&other, "s:a", &raw).is_none(),
+            open(&other, "s:a", &raw, true).is_none(),
             "the same bytes with another key do not open"
         );
-        assert_eq!(open(&key, "s:a", &raw).unwrap().sub, "alice");
+        assert_eq!(open(&key, "s:a", &raw, true).unwrap().sub, "alice");
     }
 
     #[test]
     fn new_bytes_under_the_same_key_are_opened_again() {
         let key = [3u8; RECORD_KEY_LEN];
         let first = sealed(&key, "s:b", "before");
-        assert_eq!(open(&key, "s:b", &first).unwrap().sub, "before");
+        assert_eq!(open(&key, "s:b", &first, true).unwrap().sub, "before");
         let written = sealed(&key, "s:b", "after");
-        assert_eq!(open(&key, "s:b", &written).unwrap().sub, "after");
+        assert_eq!(open(&key, "s:b", &written, true).unwrap().sub, "after");
         let tampered: Arc<[u8]> = {
             let mut bytes = written.to_vec();
             let last = bytes.len() - 1;
             bytes[last] ^= 1;
             bytes.into()
         };
-        assert!(open(&key, "s:b", &tampered).is_none(), "altered bytes fail");
+        assert!(
+            open(&key, "s:b", &tampered, true).is_none(),
+            "altered bytes fail"
+        );
+    }
+
+    #[test]
+    fn nothing_is_kept_for_a_store_that_reads_afresh() {
+        let key = [5u8; RECORD_KEY_LEN];
+        let raw = sealed(&key, "s:fresh", "carol");
+        assert_eq!(open(&key, "s:fresh", &raw, false).unwrap().sub, "carol");
+        assert!(COPIES.with_borrow(|c| !c.contains_key("s:fresh")));
     }
 
     #[test]
@@ -141,7 +158,7 @@ mod tests {
         for i in 0..PER_THREAD + 10 {
             let store_key = format!("s:{i}");
             let raw = sealed(&key, &store_key, "u");
-            assert!(open(&key, &store_key, &raw).is_some());
+            assert!(open(&key, &store_key, &raw, true).is_some());
         }
         assert_eq!(COPIES.with_borrow(HashMap::len), PER_THREAD);
         forget("s:0");

@@ -11,15 +11,12 @@
 //! and written under one lock, so a replay check and two concurrent logins of one user are
 //! exact.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher as _, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::shards::{SHARDS, Shards};
 use super::store::StoreError;
-
-const SHARDS: usize = 64;
 
 struct Entry {
     data: Arc<[u8]>,
@@ -42,12 +39,11 @@ impl Entry {
     }
 }
 
-type Shard = HashMap<Box<str>, Entry>;
+type Shard = super::shards::Shard<Entry>;
 
 /// A sharded map of bytes with a TTL per entry, holding at most `capacity` entries.
 struct Shelf {
-    shards: Box<[Mutex<Shard>]>,
-    hasher: RandomState,
+    shards: Shards<Entry>,
     /// Entries held, expired ones not yet dropped included. Changed by inserts and removals
     /// only (logins, logouts), never by a read.
     len: AtomicU64,
@@ -88,20 +84,22 @@ impl Locked<'_> {
 impl Shelf {
     fn new(capacity: u64) -> Shelf {
         Shelf {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            shards: Shards::new(),
             len: AtomicU64::new(0),
             capacity,
         }
     }
 
-    fn lock(&self, key: &str) -> Locked<'_> {
+    /// Shard `i`, locked.
+    fn lock_at(&self, i: usize) -> Locked<'_> {
         Locked {
-            map: self.shards[self.index(key)]
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
+            map: self.shards.lock_at(i),
             len: &self.len,
         }
+    }
+
+    fn lock(&self, key: &str) -> Locked<'_> {
+        self.lock_at(self.shards.index(key))
     }
 
     fn get(&self, key: &str) -> Option<Arc<[u8]>> {
@@ -116,12 +114,8 @@ impl Shelf {
     /// Drops every expired entry.
     fn sweep_all(&self) {
         let now = Instant::now();
-        for shard in &self.shards {
-            Locked {
-                map: shard.lock().unwrap_or_else(PoisonError::into_inner),
-                len: &self.len,
-            }
-            .sweep(now);
+        for i in 0..SHARDS {
+            self.lock_at(i).sweep(now);
         }
     }
 
@@ -137,10 +131,6 @@ impl Shelf {
             }
         }
         false
-    }
-
-    fn index(&self, key: &str) -> usize {
-        usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0)
     }
 
     /// Writes `key` (new keys only while there is room); gives the entry back when full.
@@ -183,14 +173,9 @@ impl Shelf {
     /// Drops the entry that expires first in the shard after `keep`'s, or in the next one
     /// holding any other than `keep`.
     fn evict_one(&self, keep: &str) {
-        let home = self.index(keep);
-        for i in (0..SHARDS).map(|n| (home + n) % SHARDS) {
-            let mut shard = Locked {
-                map: self.shards[i]
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner),
-                len: &self.len,
-            };
+        let home = self.shards.index(keep);
+        for i in home..home + SHARDS {
+            let mut shard = self.lock_at(i);
             let first = shard
                 .map
                 .iter()
@@ -295,6 +280,7 @@ impl MemoryStore {
     ) -> Result<(), StoreError> {
         let sessions = &self.inner.sessions;
         // Read and written under one lock: two logins of one user at once both stay listed.
+        // (Lock order: an index shard, then session shards; nothing takes them the other way.)
         self.inner.side.upsert(key, |current| {
             let mut data = Vec::new();
             if let Some(current) = current {

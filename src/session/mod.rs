@@ -8,6 +8,7 @@ mod memory;
 #[doc(hidden)]
 pub mod record;
 mod redis;
+mod shards;
 mod store;
 
 pub use login::{LOGIN_TTL, LoginCookies, LoginTxn, MAX_PENDING_LOGINS, MAX_RETURN_TO};
@@ -171,7 +172,8 @@ impl Sessions {
             decoded::forget(&key);
             return Ok(None);
         };
-        let Some(session) = decoded::open(&secret.record_key, &key, &raw) else {
+        let keep = self.store.shares_copies();
+        let Some(session) = decoded::open(&secret.record_key, &key, &raw, keep) else {
             return Ok(None);
         };
         let now = now_ms();

@@ -73,6 +73,16 @@ impl Store {
         }
     }
 
+    /// Whether a read of an unchanged record hands out the same bytes (`Arc`) as the last
+    /// one: the memory store and a Redis store with its local cache do; the others read
+    /// afresh every time.
+    pub fn shares_copies(&self) -> bool {
+        match self {
+            Store::Memory(_) => true,
+            Store::Redis(r) => r.cache_stats().is_some(),
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Store::Memory(_) => "memory",

@@ -13,18 +13,17 @@
 //! 3. No copy expires by time: invalidations, a flush and the size bound remove them. The
 //!    heartbeat only bounds how long a silently dead connection goes unnoticed.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher as _, RandomState};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
+use crate::session::shards::{SHARDS, Shard, Shards};
+
 /// Copies kept at most (the memory bound: a session record is about 2 KiB).
 pub const CAPACITY: usize = 100_000;
-const SHARDS: usize = 64;
 /// How often the tracking connection must answer a `PING`.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Pause before dialling again after the tracking connection failed, doubling per failure.
@@ -64,12 +63,8 @@ pub struct LocalCache {
     inner: Arc<Inner>,
 }
 
-/// One lock's share of the keys.
-type Shard = HashMap<Box<str>, Slot>;
-
 struct Inner {
-    shards: Box<[Mutex<Shard>]>,
-    hasher: RandomState,
+    shards: Shards<Slot>,
     live: AtomicBool,
     /// Reservation numbers; taken on misses only.
     next: AtomicU64,
@@ -89,8 +84,7 @@ impl LocalCache {
     fn new() -> LocalCache {
         LocalCache {
             inner: Arc::new(Inner {
-                shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-                hasher: RandomState::new(),
+                shards: Shards::new(),
                 live: AtomicBool::new(false),
                 next: AtomicU64::new(0),
                 invalidations: AtomicU64::new(0),
@@ -99,11 +93,8 @@ impl LocalCache {
         }
     }
 
-    fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, Shard> {
-        let i = usize::try_from(self.inner.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
-        self.inner.shards[i]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, Shard<Slot>> {
+        self.inner.shards.lock(key)
     }
 
     pub fn is_live(&self) -> bool {
@@ -162,8 +153,8 @@ impl LocalCache {
     }
 
     fn flush(&self) {
-        for shard in &self.inner.shards {
-            shard.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        for i in 0..SHARDS {
+            self.inner.shards.lock_at(i).clear();
         }
     }
 

@@ -1,0 +1,42 @@
+//! Keys spread over 64 maps, each behind its own lock: how the memory store and the Redis
+//! store's local cache hold their entries, so that requests on different cores rarely meet.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher as _, RandomState};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+pub const SHARDS: usize = 64;
+
+/// One lock's share of the keys.
+pub type Shard<V> = HashMap<Box<str>, V>;
+
+pub struct Shards<V> {
+    shards: Box<[Mutex<Shard<V>>]>,
+    hasher: RandomState,
+}
+
+impl<V> Shards<V> {
+    pub fn new() -> Shards<V> {
+        Shards {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// Which shard holds `key`.
+    pub fn index(&self, key: &str) -> usize {
+        usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0)
+    }
+
+    /// Shard `i` (modulo their number), locked.
+    pub fn lock_at(&self, i: usize) -> MutexGuard<'_, Shard<V>> {
+        self.shards[i % SHARDS]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The shard of `key`, locked.
+    pub fn lock(&self, key: &str) -> MutexGuard<'_, Shard<V>> {
+        self.lock_at(self.index(key))
+    }
+}
