@@ -127,15 +127,15 @@ async fn respond<'a>(app: &Arc<App>, req: Request<Incoming>, ctx: &mut Ctx<'a>) 
     for cookie in ctx.set_cookies.drain(..) {
         response.headers_mut().append(SET_COOKIE, cookie);
     }
-    tracing::info!(
-        method = %ctx.method,
-        client = %ctx.client.ip,
-        route = ctx.route,
-        status = response.status().as_u16(),
-        latency_us = u64::try_from(ctx.started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        session = ctx.session,
-        "request"
-    );
+    telemetry::access::log(&telemetry::access::Line {
+        request_id: &ctx.request_id,
+        method: &ctx.method,
+        client: ctx.client.ip,
+        route: ctx.route,
+        status: response.status(),
+        latency: ctx.started.elapsed(),
+        session: ctx.session,
+    });
     response
 }
 

@@ -10,6 +10,7 @@ use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::IsTerminal as _;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::Subscriber;
@@ -21,6 +22,7 @@ use tracing_subscriber::layer::Filter;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{Layer, fmt};
 
+use super::access;
 use super::trace::TRACE_TARGET;
 
 /// `--log-format` / `GATEHOUSE_LOG_FORMAT`.
@@ -49,30 +51,85 @@ impl FromStr for LogFormat {
 pub const DEFAULT_FILTER: &str = "info";
 
 /// The log layer gatehouse runs with, writing to `writer`: `filter` is a `RUST_LOG`-style
-/// directive list (invalid → [`DEFAULT_FILTER`]); trace spans never show (`trace` rule 3).
+/// directive list (invalid → [`DEFAULT_FILTER`]); trace spans never show (`trace` rule 3);
+/// access lines are written by [`access::Access`].
 pub fn layer<S, W>(format: LogFormat, filter: &str, writer: W) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = parse_filter::<S>(filter).and(filter_fn(|meta| meta.target() != TRACE_TARGET));
-    match format {
-        LogFormat::Text => fmt::layer()
-            .with_timer(Clock)
-            .with_writer(writer)
-            .with_target(false)
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_filter(filter)
-            .boxed(),
-        LogFormat::Json => fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_timer(Clock)
-            .with_writer(writer)
-            .with_filter(filter)
-            .boxed(),
+    layer_with(format, filter, writer, std::io::stderr().is_terminal())
+}
+
+fn layer_with<S, W>(
+    format: LogFormat,
+    filter: &str,
+    writer: W,
+    ansi: bool,
+) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let writer = Shared(Arc::new(writer));
+    let others = parse_filter::<S>(filter).and(filter_fn(|meta| {
+        meta.target() != TRACE_TARGET && meta.target() != access::TARGET
+    }));
+    let (general, style) = match format {
+        LogFormat::Text => (
+            fmt::layer()
+                .with_timer(Clock)
+                .with_writer(writer.clone())
+                .with_target(false)
+                .with_ansi(ansi)
+                .with_filter(others)
+                .boxed(),
+            access::Style::Text { ansi },
+        ),
+        LogFormat::Json => (
+            fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_timer(Clock)
+                .with_writer(writer.clone())
+                .with_filter(others)
+                .boxed(),
+            access::Style::Json,
+        ),
+    };
+    // A static filter decides per call site and needs no spans; a span directive does.
+    let dynamic = !is_static(filter);
+    let access_only =
+        filter_fn(move |meta| meta.target() == access::TARGET || (dynamic && meta.is_span()));
+    let access = access::Access {
+        style,
+        writer,
+        clock: Clock,
+    }
+    .with_filter(parse_filter::<S>(filter).and(access_only));
+    general.and_then(access).boxed()
+}
+
+/// One writer for two layers.
+struct Shared<W>(Arc<W>);
+
+impl<W> Clone for Shared<W> {
+    fn clone(&self) -> Self {
+        Shared(Arc::clone(&self.0))
+    }
+}
+
+impl<'a, W: MakeWriter<'a>> MakeWriter<'a> for Shared<W> {
+    type Writer = W::Writer;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.0.make_writer()
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        self.0.make_writer_for(meta)
     }
 }
 
@@ -170,8 +227,12 @@ mod tests {
     fn logged(format: LogFormat, filter: &str, f: impl FnOnce()) -> Vec<String> {
         let buf = Buffer::default();
         let writer = buf.clone();
-        let subscriber =
-            tracing_subscriber::registry().with(layer(format, filter, move || writer.clone()));
+        let subscriber = tracing_subscriber::registry().with(layer_with(
+            format,
+            filter,
+            move || writer.clone(),
+            false,
+        ));
         tracing::subscriber::with_default(subscriber, f);
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         text.lines().map(str::to_owned).collect()
@@ -220,6 +281,54 @@ mod tests {
             assert_eq!(lines.len(), 1);
             assert!(lines[0].contains("request_id"), "{format:?}: {}", lines[0]);
         }
+    }
+
+    fn a_request_with_an_access_line() {
+        let id = RequestId::choose(&http::HeaderMap::new(), false);
+        let spans = RequestSpans::start(&id, &http::Method::GET, &http::HeaderMap::new(), false);
+        let _log = spans_log(&spans);
+        tracing::info!("inside a request");
+        access::log(&access::Line {
+            request_id: &id,
+            method: &http::Method::GET,
+            client: std::net::Ipv4Addr::LOCALHOST.into(),
+            route: "/api/",
+            status: http::StatusCode::OK,
+            latency: std::time::Duration::from_micros(5),
+            session: true,
+        });
+    }
+
+    #[test]
+    fn the_access_line_is_written_once_and_follows_the_log_filter() {
+        let access_lines = |lines: &[String]| {
+            lines
+                .iter()
+                .filter(|l| l.contains("request method=GET"))
+                .count()
+        };
+        let lines = logged(LogFormat::Text, "info", a_request_with_an_access_line);
+        assert_eq!((lines.len(), access_lines(&lines)), (2, 1), "{lines:?}");
+        let lines = logged(LogFormat::Json, "info", a_request_with_an_access_line);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let access: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+        assert_eq!(access["target"], access::TARGET, "{access}");
+        assert_eq!(access["span"]["request_id"].as_str().unwrap().len(), 32);
+
+        let lines = logged(
+            LogFormat::Text,
+            "gatehouse::access=off,info",
+            a_request_with_an_access_line,
+        );
+        assert_eq!((lines.len(), access_lines(&lines)), (1, 0), "{lines:?}");
+        let lines = logged(LogFormat::Text, "warn", a_request_with_an_access_line);
+        assert!(lines.is_empty(), "{lines:?}");
+        let lines = logged(
+            LogFormat::Text,
+            "warn,[request]=info",
+            a_request_with_an_access_line,
+        );
+        assert_eq!((lines.len(), access_lines(&lines)), (2, 1), "{lines:?}");
     }
 
     #[test]

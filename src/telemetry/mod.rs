@@ -1,5 +1,6 @@
-//! Observability: logs (`logs`), metrics and their listener (`metrics`, `outcomes`,
-//! `scrape`), request ids (`request_id`), spans and their export (`trace`, `otel`).
+//! Observability: logs (`logs`; the access line in `access`; per-worker batches in `batch`),
+//! metrics and their listener (`metrics`, `outcomes`, `scrape`), request ids (`request_id`),
+//! spans and their export (`trace`, `otel`).
 //!
 //! Rules:
 //! 1. Log lines, metric labels and span fields carry methods, route prefixes, endpoint names,
@@ -8,6 +9,7 @@
 //! 2. Log output never blocks a request on the terminal or a pipe: lines go through a
 //!    background writer, flushed by [`Guard::shutdown`] before the process exits.
 
+pub mod access;
 pub mod batch;
 pub mod logs;
 pub mod metrics;
