@@ -23,6 +23,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{Layer, fmt};
 
 use super::access;
+use super::span_json::SpanFields;
 use super::trace::TRACE_TARGET;
 
 /// `--log-format` / `GATEHOUSE_LOG_FORMAT`.
@@ -92,6 +93,7 @@ where
                 .flatten_event(true)
                 .with_current_span(true)
                 .with_span_list(false)
+                .fmt_fields(SpanFields)
                 .with_timer(Clock)
                 .with_writer(writer.clone())
                 .with_filter(others)

@@ -1,4 +1,5 @@
-//! Observability: logs (`logs`; the access line in `access`; per-worker batches in `batch`),
+//! Observability: logs (`logs`; the access line in `access`; per-worker batches in `batch`;
+//! request span fields in JSON in `span_json`),
 //! metrics and their listener (`metrics`, `outcomes`, `scrape`), request ids (`request_id`),
 //! spans and their export (`trace`, `otel`).
 //!
@@ -17,6 +18,7 @@ pub mod otel;
 pub mod outcomes;
 pub mod request_id;
 pub mod scrape;
+mod span_json;
 pub mod trace;
 
 pub use logs::LogFormat;
