@@ -87,6 +87,7 @@ fn session(sessions: &Sessions) -> gatehouse::session::Session {
         access_expires_at_ms: (now() + 300) * 1000,
         refresh_token: Some(jwt(64)),
         id_token: Some(jwt(900)),
+        bearer: Default::default(),
     };
     let claims = json!({
         "sub": "alice",

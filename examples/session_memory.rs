@@ -81,6 +81,7 @@ memory_capacity = {count}
         access_expires_at_ms: (now() + 300) * 1000,
         refresh_token: Some(Secret::new("r".repeat(refresh))),
         id_token: Some(Secret::new("i".repeat(id))),
+        bearer: Default::default(),
     };
     let sample = sessions.new_session(identity(0), tokens());
     let record = serde_json::to_vec(&sample).map_or(0, |v| v.len()) + 12 + 16;

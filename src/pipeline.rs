@@ -314,8 +314,9 @@ async fn authenticate(
     ctx.session = loaded.is_some();
     match loaded {
         Some(mut loaded) => {
-            let token = crate::oidc::refresh::ensure_fresh(app, &mut loaded).await?;
-            Ok((Some(loaded), Some(bearer(token.expose())?)))
+            crate::oidc::refresh::ensure_fresh(app, &mut loaded).await?;
+            let bearer = loaded.session.tokens.bearer();
+            Ok((Some(loaded), Some(bearer.ok_or(Error::Unauthenticated)?)))
         }
         None if route.auth == AuthMode::Required => Err(Error::Unauthenticated),
         None => Ok((None, None)),
@@ -378,11 +379,4 @@ async fn serve_static(
         }
     }
     Ok(site.serve(&route.prefix, &req).await?)
-}
-
-fn bearer(token: &str) -> Result<HeaderValue, Error> {
-    let mut v =
-        HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| Error::Unauthenticated)?;
-    v.set_sensitive(true);
-    Ok(v)
 }

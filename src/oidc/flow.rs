@@ -220,6 +220,7 @@ pub(super) fn tokens_from(
         access_expires_at_ms: now.saturating_add(expires_in.saturating_mul(1000)),
         refresh_token: response.refresh_token().cloned().or(keep_refresh),
         id_token,
+        bearer: Default::default(),
     }
 }
 

@@ -72,16 +72,16 @@ impl Flights {
     }
 }
 
-/// The access token to forward with, refreshed first if it is due. However many requests of
-/// one session arrive at once, on however many instances, one of them refreshes; the others
-/// wait and re-read the session.
+/// Makes the session's access token fit to forward: refreshed first if it is due. However
+/// many requests of one session arrive at once, on however many instances, one of them
+/// refreshes; the others wait and re-read the session.
 ///
 /// The refresh runs in its own task: a browser that cancels its request after the provider
 /// rotated the refresh token must not take the new tokens down with it.
-pub async fn ensure_fresh(app: &Arc<App>, loaded: &mut Loaded) -> Result<Secret, Error> {
+pub async fn ensure_fresh(app: &Arc<App>, loaded: &mut Loaded) -> Result<(), Error> {
     let skew = i64::try_from(app.config().oidc.refresh_skew.as_millis()).unwrap_or(60_000);
     if !due(&loaded.session.tokens, skew, now_ms()) {
-        return Ok(loaded.session.tokens.access_token.clone());
+        return Ok(());
     }
     let (app, mut owned) = (Arc::clone(app), loaded.clone());
     let task = tokio::spawn(trace::carry(async move {
@@ -147,7 +147,7 @@ async fn refresh_in_flight(
     loaded: &mut Loaded,
     skew: i64,
     outcome: &mut Option<RefreshResult>,
-) -> Result<Secret, Error> {
+) -> Result<(), Error> {
     let owner = random_token();
     let lease = app.config().session.refresh_lock_lease;
     // Waiting for another holder is bounded by what one refresh may take; past that the
@@ -159,7 +159,7 @@ async fn refresh_in_flight(
         reload(app, loaded).await?;
         if !due(&loaded.session.tokens, skew, now_ms()) {
             *outcome = Some(RefreshResult::LockWait);
-            return Ok(loaded.session.tokens.access_token.clone());
+            return Ok(());
         }
         let held_by_other = loaded
             .session
@@ -187,12 +187,12 @@ async fn refresh_claimed(
     loaded: &mut Loaded,
     owner: &str,
     outcome: &mut Option<RefreshResult>,
-) -> Result<Secret, Error> {
+) -> Result<(), Error> {
     let Some(refresh_token) = loaded.session.tokens.refresh_token.clone() else {
         *outcome = Some(RefreshResult::NoRefreshToken);
         if now_ms() < loaded.session.tokens.access_expires_at_ms {
             app.sessions.release_refresh(loaded, owner).await;
-            return Ok(loaded.session.tokens.access_token.clone());
+            return Ok(());
         }
         app.sessions.destroy(loaded).await?;
         tracing::info!("session ended: access token expired and there is no refresh token");
@@ -229,7 +229,7 @@ async fn store(
     presented: &Secret,
     refreshed: Refreshed,
     outcome: &mut Option<RefreshResult>,
-) -> Result<Secret, Error> {
+) -> Result<(), Error> {
     // The write must land while no other instance could take over, clock margin included.
     let margin = i64::try_from(app.config().session.refresh_lease_margin.as_millis()).unwrap_or(0);
     let deadline_ms = loaded
@@ -248,7 +248,7 @@ async fn store(
         match app.sessions.write_tokens(loaded, owner, apply).await {
             Ok(TokenWrite::Written) => {
                 tracing::debug!("access token refreshed");
-                return Ok(loaded.session.tokens.access_token.clone());
+                return Ok(());
             }
             Ok(TokenWrite::Gone) => {
                 *outcome = Some(RefreshResult::SessionEnded);
@@ -264,7 +264,7 @@ async fn store(
                     ours.refresh_token = None;
                 }
                 revoke_in_background(app, ours);
-                return Ok(loaded.session.tokens.access_token.clone());
+                return Ok(());
             }
             Err(e) if now_ms() + delay_ms(delay) < deadline_ms => {
                 tracing::warn!(error = %e, "could not store refreshed tokens; retrying");
@@ -304,10 +304,10 @@ fn revoke_in_background(app: &Arc<App>, tokens: Tokens) {
 }
 
 /// A transient failure: forward with the current token while it is valid, else 503.
-fn keep_or_fail(loaded: &Loaded, why: String) -> Result<Secret, Error> {
+fn keep_or_fail(loaded: &Loaded, why: String) -> Result<(), Error> {
     if now_ms() < loaded.session.tokens.access_expires_at_ms {
         tracing::warn!(error = %why, "refresh failed, forwarding with the current token");
-        Ok(loaded.session.tokens.access_token.clone())
+        Ok(())
     } else {
         Err(Error::RefreshUnavailable(why))
     }
@@ -384,6 +384,7 @@ mod tests {
             access_expires_at_ms: expires,
             refresh_token: None,
             id_token: None,
+            bearer: Default::default(),
         }
     }
 

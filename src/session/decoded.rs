@@ -100,6 +100,7 @@ mod tests {
                 access_expires_at_ms: 0,
                 refresh_token: None,
                 id_token: None,
+                bearer: Default::default(),
             },
             token_version: 0,
             refresh_claim: None,

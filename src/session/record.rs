@@ -141,6 +141,43 @@ pub struct Tokens {
     pub access_expires_at_ms: i64,
     pub refresh_token: Option<Secret>,
     pub id_token: Option<Secret>,
+    /// `Authorization` for the upstream, made from `access_token` at most once per opened
+    /// record (see [`Tokens::bearer`]).
+    #[serde(skip)]
+    pub bearer: Bearer,
+}
+
+impl Tokens {
+    /// `Bearer <access_token>` as a sensitive header value; `None` when the token cannot be
+    /// one. Made once and kept with these tokens; a kept value is used only while it still
+    /// carries `access_token`, so changing the token can never send the old one.
+    pub fn bearer(&self) -> Option<http::HeaderValue> {
+        const SCHEME: &[u8] = b"Bearer ";
+        let token = self.access_token.expose().as_bytes();
+        if let Some(kept) = self.bearer.0.get()
+            && kept.as_bytes().strip_prefix(SCHEME) == Some(token)
+        {
+            return Some(kept.clone());
+        }
+        let mut value = Vec::with_capacity(SCHEME.len() + token.len());
+        value.extend_from_slice(SCHEME);
+        value.extend_from_slice(token);
+        let mut value = http::HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()?;
+        value.set_sensitive(true);
+        // Taken already (by a value for an older token): this one is still right to send.
+        let _ = self.bearer.0.set(value.clone());
+        Some(value)
+    }
+}
+
+/// See [`Tokens::bearer`]. Never shows its value.
+#[derive(Clone, Default)]
+pub struct Bearer(std::sync::OnceLock<http::HeaderValue>);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bearer([redacted])")
+    }
 }
 
 /// A logged-in browser. Lives in the store, sealed; the cookie holds the only key.
@@ -207,6 +244,55 @@ pub fn random_token() -> String {
 mod tests {
     use super::*;
 
+    fn tokens(access: &str) -> Tokens {
+        Tokens {
+            access_token: Secret::new(access),
+            issued_at_ms: 0,
+            access_expires_at_ms: 0,
+            refresh_token: None,
+            id_token: None,
+            bearer: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_bearer_is_made_once_per_record_and_marked_sensitive() {
+        let t = tokens("at-1");
+        let first = t.bearer().unwrap();
+        assert_eq!(first, "Bearer at-1");
+        assert!(first.is_sensitive());
+        let again = t.bearer().unwrap();
+        assert_eq!(
+            again.as_bytes().as_ptr(),
+            first.as_bytes().as_ptr(),
+            "not made again"
+        );
+        let copy = t.clone();
+        assert_eq!(
+            copy.bearer().unwrap().as_bytes().as_ptr(),
+            first.as_bytes().as_ptr()
+        );
+    }
+
+    #[test]
+    fn a_changed_access_token_never_sends_the_kept_bearer() {
+        let mut t = tokens("at-1");
+        assert_eq!(t.bearer().unwrap(), "Bearer at-1");
+        t.access_token = Secret::new("at-2");
+        assert_eq!(t.bearer().unwrap(), "Bearer at-2");
+        let mut shorter = t.clone();
+        shorter.access_token = Secret::new("at-");
+        assert_eq!(shorter.bearer().unwrap(), "Bearer at-");
+    }
+
+    #[test]
+    fn a_token_that_cannot_be_a_header_value_gives_no_bearer() {
+        for bad in ["at\nX-Injected: 1", "at\r", "at\u{0}", "at\u{7f}"] {
+            assert!(tokens(bad).bearer().is_none(), "{bad:?}");
+        }
+        assert!(tokens("eyJ.a-b_c~+/=").bearer().is_some());
+    }
+
     #[test]
     fn record_opens_only_with_its_key_and_store_key() {
         let k = [7u8; RECORD_KEY_LEN];
@@ -225,6 +311,7 @@ mod tests {
             access_expires_at_ms: 0,
             refresh_token: Some(Secret::new("refresh-token-value")),
             id_token: Some(Secret::new("id-token-value")),
+            bearer: Default::default(),
         };
         let session = Session {
             handle: Secret::new("logout-handle-value"),
@@ -240,6 +327,10 @@ mod tests {
             last_seen_ms: 0,
             expires_at_ms: 0,
         };
+        assert!(
+            session.tokens.bearer().is_some(),
+            "the kept bearer is shown too"
+        );
         let shown = format!("{session:?}");
         for secret in [
             "access-token-value",
