@@ -1,6 +1,8 @@
 //! Sessions behind Redis Sentinel: gatehouse finds the master through the sentinels and
 //! follows it across a failover, whether the master dies or is demoted alive; writes land on
-//! the new master, and `/readyz` is not ready while no master answers.
+//! the new master, and `/readyz` is not ready while no master answers. The local session
+//! cache tracks the master the sessions are read from: a hot session costs no round trip, and
+//! after a failover it follows the new master, never serving what only the old one holds.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -54,6 +56,160 @@ async fn logged_in(
         .wait_holds(replica, &sub_index(prefix, "alice"))
         .await;
     (gh, b, key)
+}
+
+/// The commands gatehouse's session store sends (its ACL list in README.md).
+const SESSION_COMMANDS: [&str; 13] = [
+    "get",
+    "set",
+    "psetex",
+    "del",
+    "getdel",
+    "exists",
+    "sadd",
+    "srem",
+    "smembers",
+    "srandmember",
+    "pexpire",
+    "eval",
+    "evalsha",
+];
+
+/// Calls of the session store's commands on the server on `port` since its last reset.
+async fn session_calls(port: u16) -> Vec<(String, u64)> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connect(port).await)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            SESSION_COMMANDS
+                .contains(&name)
+                .then(|| (name.to_owned(), calls))
+        })
+        .collect()
+}
+
+async fn reset_stats(port: u16) {
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut connect(port).await)
+        .await
+        .unwrap();
+}
+
+/// The instance's local cache: (times it went live, whether it serves now).
+fn cache(gh: &Gatehouse) -> (u64, bool) {
+    let stats = gh.app.sessions.store.cache_stats().expect("a local cache");
+    (stats.connects, stats.live)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_session_behind_the_sentinels_costs_no_store_round_trip_after_the_first_request() {
+    let topology = Sentinels::start().await;
+    let master = topology.data[0].port;
+    let provider = TestProvider::start(ProviderOptions::default()).await;
+    let upstream = EchoUpstream::start().await;
+    let prefix = unique_prefix("sentinel-hot");
+    // A long idle timeout: no idle-clock write falls inside the counted requests.
+    let session = topology.session(&prefix, "idle_timeout = \"12h\"");
+    let gh = Gatehouse::start(&config(&provider, &upstream, &session)).await;
+    let mut b = Browser::new(&gh.origin);
+    assert_eq!(b.login("/").await.status(), 200);
+    eventually(
+        Duration::from_secs(5),
+        "the cache tracks the master",
+        async || cache(&gh) == (1, true),
+    )
+    .await;
+    assert_eq!(b.api(Method::GET, "/api/first").await.status(), 200);
+    reset_stats(master).await;
+    for i in 0..100 {
+        assert_eq!(
+            b.api(Method::GET, &format!("/api/hot/{i}")).await.status(),
+            200
+        );
+    }
+    assert_eq!(
+        session_calls(master).await,
+        Vec::new(),
+        "for 100 hot requests"
+    );
+    assert_eq!(upstream.last().path_and_query, "/api/hot/99");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_a_logout_on_one_instance_makes_the_next_request_on_another_401() {
+    let topology = Sentinels::start().await;
+    let (master, replica) = (topology.data[0].port, topology.data[1].port);
+    let provider = TestProvider::start(ProviderOptions::default()).await;
+    let upstream = EchoUpstream::start().await;
+    let prefix = unique_prefix("sentinel-cache");
+    let cfg = config(
+        &provider,
+        &upstream,
+        &topology.session(&prefix, "store_timeout = \"1s\""),
+    );
+    let (a, b) = tokio::join!(Gatehouse::start(&cfg), Gatehouse::start(&cfg));
+    let mut on_a = Browser::new(&a.origin);
+    assert_eq!(on_a.login("/").await.status(), 200);
+    let key = sessions_on(master, &prefix, "alice").await.remove(0);
+    topology.wait_holds(replica, &key).await;
+    let mut on_b = Browser::new(&b.origin);
+    on_b.jar.clone_from(&on_a.jar);
+    eventually(
+        Duration::from_secs(5),
+        "B's cache tracks the master",
+        async || cache(&b) == (1, true),
+    )
+    .await;
+    // B holds the session in its cache, tracked on the old master.
+    reset_stats(master).await;
+    for _ in 0..3 {
+        assert_eq!(on_b.api(Method::GET, "/api/b").await.status(), 200);
+    }
+    assert_eq!(session_calls(master).await, vec![("get".to_owned(), 1)]);
+
+    topology.manual_failover().await;
+    eventually(
+        Duration::from_secs(15),
+        "the sentinels name the replica",
+        async || topology.all_name(replica).await,
+    )
+    .await;
+    eventually(Duration::from_secs(5), "a logout through A", async || {
+        on_a.api(Method::POST, "/auth/logout").await.status() == 200
+            && !connect(replica)
+                .await
+                .exists::<_, bool>(&key)
+                .await
+                .unwrap()
+    })
+    .await;
+    assert_eq!(
+        (
+            role(master).await.as_str(),
+            connect(master).await.exists::<_, bool>(&key).await.unwrap()
+        ),
+        ("master", true),
+        "the old master still leads in its own eyes and holds the session (else this test proves less)"
+    );
+    // B tracks the new master once its requests go there, and only then serves copies again.
+    eventually(
+        Duration::from_secs(10),
+        "B's cache tracks the new master",
+        async || cache(&b) == (2, true),
+    )
+    .await;
+    assert_eq!(on_b.api(Method::GET, "/api/b").await.status(), 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,8 @@
 //! 1. Every script touches only the keys it declares in `KEYS`, and only one key: a session,
 //!    an index and a lock each live in their own slot.
 //! 2. Nothing scans the keyspace (`KEYS`, `SCAN`); indexes are sets, read by their own key.
-//! 3. Operations run on one [`conn::Conn`] per topology (server, cluster, sentinel), so a
-//!    later client-side cache can sit on the same connections.
+//! 3. Operations run on one [`conn::Conn`] per topology (server, cluster, sentinel); the local
+//!    cache ([`cache`]) tracks the server, or the master the sentinels name, that they reach.
 
 mod cache;
 mod conn;
@@ -76,16 +76,16 @@ impl RedisStore {
         })
     }
 
-    /// Keeps what `get` reads under `prefix` locally, invalidated by Redis (single servers;
-    /// Cluster and Sentinel stores read from Redis every time). Must run inside the runtime
-    /// that carries the tracking connection.
+    /// Keeps what `get` reads under `prefix` locally, invalidated by Redis (single servers and
+    /// Sentinel; Cluster stores read from Redis every time). Must run inside the runtime that
+    /// carries the tracking connection.
     pub(super) fn with_local_cache(
         mut self,
         config: &RedisConfig,
         prefix: &str,
     ) -> Result<Self, StoreError> {
-        if let Some(client) = conn::tracking_client(config)? {
-            self.cache = Some(LocalCache::start(client, prefix, self.timeout));
+        if let Some(tracked) = self.conn.tracked(config)? {
+            self.cache = Some(LocalCache::start(tracked, prefix, self.timeout));
         }
         Ok(self)
     }

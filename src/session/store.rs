@@ -50,8 +50,9 @@ impl Store {
         })
     }
 
-    /// Like [`Store::new`]; a single Redis server also keeps what it reads under `prefix`
-    /// locally, invalidated by Redis (`CLIENT TRACKING`). Must run inside the tokio runtime.
+    /// Like [`Store::new`]; a Redis store on a single server or behind Sentinel also keeps
+    /// what it reads under `prefix` locally, invalidated by Redis (`CLIENT TRACKING`). Must
+    /// run inside the tokio runtime.
     pub fn with_local_cache(
         config: &StoreConfig,
         timeout: Duration,

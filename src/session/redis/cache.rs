@@ -12,6 +12,11 @@
 //!    kept.
 //! 3. No copy expires by time: invalidations, a flush and the size bound remove them. The
 //!    heartbeat only bounds how long a silently dead connection goes unnoticed.
+//! 4. Behind Sentinel the tracking connection goes to the master the store's requests use,
+//!    and copies are served only while the requests still use the very connection (its
+//!    generation) the tracking was set up for: at a failover, or any reconnect, the cache
+//!    stops serving at the moment requests switch, and tracks the new master before it
+//!    serves again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,6 +25,7 @@ use std::time::Duration;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
+use super::sentinel::Master;
 use crate::session::shards::{SHARDS, Shard, Shards};
 
 /// Copies kept at most (the memory bound: a session record is about 2 KiB).
@@ -63,9 +69,19 @@ pub struct LocalCache {
     inner: Arc<Inner>,
 }
 
+/// Where the tracking connection goes.
+pub enum Tracked {
+    /// The one server (boxed: a client is large, and this is made once).
+    Server(Box<redis::Client>),
+    /// The master the sentinels name, as the store's requests reach it (rule 4).
+    Sentinel(Master),
+}
+
 struct Inner {
     shards: Shards<Slot>,
     live: AtomicBool,
+    /// Behind Sentinel: the master, and the generation of its connection that is tracked.
+    following: Option<(Master, AtomicU64)>,
     /// Reservation numbers; taken on misses only.
     next: AtomicU64,
     invalidations: AtomicU64,
@@ -75,17 +91,21 @@ struct Inner {
 impl LocalCache {
     /// Starts tracking every key under `prefix` through `client` (which must speak RESP3) on
     /// the current runtime. The cache stays cold until the tracking connection is up.
-    pub fn start(client: redis::Client, prefix: &str, timeout: Duration) -> LocalCache {
-        let cache = LocalCache::new();
+    pub fn start(tracked: Tracked, prefix: &str, timeout: Duration) -> LocalCache {
+        let (cache, client) = match tracked {
+            Tracked::Server(client) => (LocalCache::new(None), Some(*client)),
+            Tracked::Sentinel(master) => (LocalCache::new(Some(master)), None),
+        };
         tokio::spawn(track(cache.clone(), client, prefix.to_owned(), timeout));
         cache
     }
 
-    fn new() -> LocalCache {
+    fn new(following: Option<Master>) -> LocalCache {
         LocalCache {
             inner: Arc::new(Inner {
                 shards: Shards::new(),
                 live: AtomicBool::new(false),
+                following: following.map(|master| (master, AtomicU64::new(0))),
                 next: AtomicU64::new(0),
                 invalidations: AtomicU64::new(0),
                 connects: AtomicU64::new(0),
@@ -99,6 +119,13 @@ impl LocalCache {
 
     pub fn is_live(&self) -> bool {
         self.inner.live.load(Ordering::Acquire)
+            && self
+                .inner
+                .following
+                .as_ref()
+                .is_none_or(|(master, tracked)| {
+                    master.generation() == tracked.load(Ordering::Acquire)
+                })
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -163,9 +190,13 @@ impl LocalCache {
         self.flush();
     }
 
-    fn go_live(&self) {
+    /// Serves copies again; behind Sentinel, while requests use connection `generation`.
+    fn go_live(&self, generation: u64) {
         // Anything reserved before tracking was on may have missed its invalidation.
         self.flush();
+        if let Some((_, tracked)) = &self.inner.following {
+            tracked.store(generation, Ordering::Release);
+        }
         self.inner.connects.fetch_add(1, Ordering::Relaxed);
         self.inner.live.store(true, Ordering::Release);
     }
@@ -194,7 +225,12 @@ impl LocalCache {
 
 /// Keeps a tracking connection up for as long as the store lives (the task ends when the
 /// last store handle is dropped). Failed dials back off up to [`MAX_RECONNECT_DELAY`].
-async fn track(cache: LocalCache, client: redis::Client, prefix: String, timeout: Duration) {
+async fn track(
+    cache: LocalCache,
+    client: Option<redis::Client>,
+    prefix: String,
+    timeout: Duration,
+) {
     let weak = Arc::downgrade(&cache.inner);
     drop(cache);
     let mut delay = RECONNECT_DELAY;
@@ -203,21 +239,33 @@ async fn track(cache: LocalCache, client: redis::Client, prefix: String, timeout
         let Some(inner) = weak.upgrade() else { return };
         let cache = LocalCache { inner };
         let connects = cache.stats().connects;
-        let ended = tracking(&cache, &client, &prefix, timeout).await;
+        let ended = match (&client, &cache.inner.following) {
+            (Some(client), _) => tracking(&cache, client, None, &prefix, timeout).await,
+            (None, Some((master, _))) => match master.tracking_client().await {
+                Ok((generation, client)) => {
+                    let following = Some((master, generation));
+                    tracking(&cache, &client, following, &prefix, timeout).await
+                }
+                Err(e) => Err(e),
+            },
+            (None, None) => return,
+        };
         cache.go_down();
         if cache.stats().connects > connects {
             delay = RECONNECT_DELAY;
             failures = 0;
         }
-        if let Err(e) = ended {
-            let error = super::super::store::StoreError::from(e);
-            if failures == 0 {
-                tracing::warn!(
-                    error = %error,
-                    "session cache: no tracking connection; sessions are read from Redis every time until there is"
-                );
-            } else {
-                tracing::debug!(error = %error, "session cache: tracking connection still down");
+        match ended {
+            Err(e) if failures == 0 => tracing::warn!(
+                error = %super::super::store::StoreError::from(e),
+                "session cache: no tracking connection; sessions are read from Redis every time until there is"
+            ),
+            Err(e) => tracing::debug!(
+                error = %super::super::store::StoreError::from(e),
+                "session cache: tracking connection still down"
+            ),
+            Ok(()) => {
+                tracing::debug!("session cache: the Redis master changed; tracking the new one")
             }
         }
         failures = failures.saturating_add(1);
@@ -227,10 +275,13 @@ async fn track(cache: LocalCache, client: redis::Client, prefix: String, timeout
     }
 }
 
-/// One tracking connection, from dial to failure.
+/// One tracking connection, from dial to failure; behind Sentinel (`following`: the master
+/// and the generation of its connection that `client` reaches), until that connection is no
+/// longer the one requests use (`Ok`).
 async fn tracking(
     cache: &LocalCache,
     client: &redis::Client,
+    following: Option<(&Master, u64)>,
     prefix: &str,
     timeout: Duration,
 ) -> redis::RedisResult<()> {
@@ -250,7 +301,10 @@ async fn tracking(
         .arg(prefix)
         .query_async::<()>(&mut conn)
         .await?;
-    cache.go_live();
+    let generation = following.map_or(0, |(_, generation)| generation);
+    let switched = switched(following);
+    tokio::pin!(switched);
+    cache.go_live(generation);
     tracing::debug!("session cache: tracking is on");
     let mut beat = tokio::time::interval(HEARTBEAT);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -266,7 +320,25 @@ async fn tracking(
             _ = beat.tick() => {
                 redis::cmd("PING").query_async::<()>(&mut conn).await?;
             }
+            () = &mut switched => return Ok(()),
         }
+    }
+}
+
+/// Resolves once requests no longer use the master connection `following` names; never
+/// for a single server.
+async fn switched(following: Option<(&Master, u64)>) {
+    let Some((master, generation)) = following else {
+        return std::future::pending().await;
+    };
+    loop {
+        let changed = master.changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if master.generation() != generation {
+            return;
+        }
+        changed.await;
     }
 }
 
@@ -279,8 +351,8 @@ mod tests {
     use super::*;
 
     fn live() -> LocalCache {
-        let cache = LocalCache::new();
-        cache.go_live();
+        let cache = LocalCache::new(None);
+        cache.go_live(0);
         cache
     }
 
@@ -338,7 +410,7 @@ mod tests {
         cache.go_down();
         assert!(matches!(cache.lookup("s:1"), Lookup::Miss(None)));
         cache.fill("s:2", pending, Some(b"v2"));
-        cache.go_live();
+        cache.go_live(0);
         assert_eq!(hit(&cache, "s:1"), None, "flushed when tracking dropped");
         assert_eq!(
             hit(&cache, "s:2"),
@@ -357,6 +429,63 @@ mod tests {
             data: vec![Value::Nil],
         });
         assert_eq!(hit(&cache, "s:1"), None);
+    }
+
+    #[test]
+    fn behind_sentinel_copies_are_served_only_while_requests_use_the_tracked_connection() {
+        let master = Master::unconnected();
+        master.switch_to(1);
+        let cache = LocalCache::new(Some(master.clone()));
+        cache.go_live(1);
+        let r = reserve(&cache, "s:1");
+        cache.fill("s:1", r, Some(b"v1"));
+        let pending = reserve(&cache, "s:2");
+        assert_eq!(hit(&cache, "s:1"), Some(b"v1".to_vec()));
+
+        master.switch_to(0);
+        assert!(
+            matches!(cache.lookup("s:1"), Lookup::Miss(None)),
+            "not served once requests lost the tracked master"
+        );
+        master.switch_to(2);
+        assert!(
+            matches!(cache.lookup("s:1"), Lookup::Miss(None)),
+            "nor while the new master is not tracked yet"
+        );
+        cache.fill("s:2", pending, Some(b"read before the switch"));
+        cache.go_live(2);
+        assert_eq!(hit(&cache, "s:1"), None, "flushed");
+        assert_eq!(
+            hit(&cache, "s:2"),
+            None,
+            "a read from before the switch is not kept"
+        );
+        let r = reserve(&cache, "s:1");
+        cache.fill("s:1", r, Some(b"v2"));
+        assert_eq!(hit(&cache, "s:1"), Some(b"v2".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn tracking_a_master_ends_when_requests_switch_to_another_connection() {
+        let master = Master::unconnected();
+        master.switch_to(1);
+        let ended = switched(Some((&master, 1)));
+        tokio::pin!(ended);
+        let wait = Duration::from_millis(20);
+        assert!(tokio::time::timeout(wait, &mut ended).await.is_err());
+        master.switch_to(2);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), ended)
+                .await
+                .is_ok()
+        );
+        // Already switched before it is first polled: ends at once.
+        assert!(
+            tokio::time::timeout(wait, switched(Some((&master, 1))))
+                .await
+                .is_ok()
+        );
+        assert!(tokio::time::timeout(wait, switched(None)).await.is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use redis::{
     RedisError, RedisFuture, TlsCertificates, TlsMode, Value,
 };
 
+use super::cache::Tracked;
 use super::sentinel::Master;
 use crate::config::{RedisConfig, RedisTopology};
 
@@ -126,15 +127,21 @@ fn server_client(
     }
 }
 
-/// The client of the session cache's tracking connection (see [`super::cache`]): RESP3, so
-/// that invalidations arrive as push messages on it. Single servers only; `None` for Cluster
-/// and Sentinel, whose sessions are read from Redis every time.
-pub fn tracking_client(config: &RedisConfig) -> Result<Option<redis::Client>, RedisError> {
-    match &config.topology {
-        RedisTopology::Server(url) => {
-            server_client(url, config, certificates(config), ProtocolVersion::RESP3).map(Some)
+impl Conn {
+    /// Where the session cache's tracking connection goes (see [`super::cache`]): the server,
+    /// speaking RESP3 so that invalidations arrive as push messages on it, or the master the
+    /// sentinels name as requests reach it. `None` for Cluster, whose sessions are read from
+    /// Redis every time.
+    pub fn tracked(&self, config: &RedisConfig) -> Result<Option<Tracked>, RedisError> {
+        match (self, &config.topology) {
+            (Conn::Sentinel(master), _) => Ok(Some(Tracked::Sentinel(master.clone()))),
+            (Conn::Server(_), RedisTopology::Server(url)) => {
+                let client =
+                    server_client(url, config, certificates(config), ProtocolVersion::RESP3)?;
+                Ok(Some(Tracked::Server(Box::new(client))))
+            }
+            _ => Ok(None),
         }
-        RedisTopology::Cluster(_) | RedisTopology::Sentinel { .. } => Ok(None),
     }
 }
 

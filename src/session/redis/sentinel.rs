@@ -16,8 +16,11 @@
 //!    retry cannot apply it twice).
 //! 5. One lookup at a time: requests that find the connection gone wait for the lookup in
 //!    flight instead of each asking the sentinels.
+//! 6. Each connection has a generation, published for the session cache ([`Master::generation`],
+//!    0 while there is none): the cache serves copies only while requests use the connection
+//!    generation it tracks, so a failover takes it down at the moment requests switch.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -25,7 +28,8 @@ use futures_util::StreamExt as _;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::sentinel::SentinelClient;
 use redis::{
-    AsyncConnectionConfig, Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisError, RedisFuture, Value,
+    AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, Pipeline,
+    ProtocolVersion, RedisError, RedisFuture, Value,
 };
 
 /// How often the watcher asks who the master is, besides listening for switches.
@@ -47,6 +51,10 @@ struct Inner {
     /// Bound on one attempt, shorter than the store timeout so that a master that stopped
     /// answering is dropped before the caller gives up.
     attempt: Duration,
+    /// The current connection's generation, 0 while there is none (rule 6).
+    live: AtomicU64,
+    /// Woken whenever `live` changes.
+    changed: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -56,11 +64,23 @@ struct Current {
     conn: Option<MultiplexedConnection>,
     /// The master's host and port, as the sentinels named it.
     addr: Option<(String, u16)>,
+    /// How to reach the same master speaking RESP3 (for the cache's tracking connection).
+    resp3: Option<ConnectionInfo>,
 }
 
 impl Inner {
     fn current(&self) -> MutexGuard<'_, Current> {
         self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the current connection away (under its lock); whether there was one.
+    fn drop_connection(&self, current: &mut Current) -> bool {
+        let had = current.conn.take().is_some();
+        current.addr = None;
+        current.resp3 = None;
+        self.live.store(0, Ordering::Release);
+        self.changed.notify_waiters();
+        had
     }
 }
 
@@ -78,7 +98,39 @@ impl Master {
             watching: AtomicBool::new(false),
             config,
             attempt,
+            live: AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
         }))
+    }
+
+    /// The generation of the connection requests use now; 0 while there is none.
+    pub fn generation(&self) -> u64 {
+        self.0.live.load(Ordering::Acquire)
+    }
+
+    /// Resolves at the next change of [`Master::generation`] (enable it before reading it).
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.0.changed.notified()
+    }
+
+    /// A RESP3 client of the master requests use now, with that connection's generation;
+    /// connects first when there is none.
+    pub async fn tracking_client(&self) -> Result<(u64, redis::Client), RedisError> {
+        self.connection().await?;
+        let info = {
+            let current = self.0.current();
+            match (&current.conn, &current.resp3) {
+                (Some(_), Some(info)) => Some((current.generation, info.clone())),
+                _ => None,
+            }
+        };
+        let Some((generation, info)) = info else {
+            return Err(RedisError::from((
+                ErrorKind::Io,
+                "the Redis master changed while the session cache was connecting",
+            )));
+        };
+        Ok((generation, redis::Client::open(info)?))
     }
 
     fn current(&self) -> Option<(u64, MultiplexedConnection)> {
@@ -106,6 +158,12 @@ impl Master {
         let conn = client
             .get_multiplexed_async_connection_with_config(&self.0.config)
             .await?;
+        let info = client.get_connection_info().clone();
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let resp3 = info.set_redis_settings(resp3);
         drop(sentinels);
         if !self.0.watching.swap(true, Ordering::SeqCst) {
             tokio::spawn(watch(Arc::downgrade(&self.0)));
@@ -118,13 +176,16 @@ impl Master {
         current.generation += 1;
         current.conn = Some(conn.clone());
         current.addr = addr;
+        current.resp3 = Some(resp3);
+        self.0.live.store(current.generation, Ordering::Release);
+        self.0.changed.notify_waiters();
         Ok((current.generation, conn))
     }
 
     /// Drops connection `generation` if it is still the current one.
     fn forget(&self, generation: u64) {
         let mut current = self.0.current();
-        if current.generation == generation && current.conn.take().is_some() {
+        if current.generation == generation && self.0.drop_connection(&mut current) {
             tracing::warn!("lost the Redis master; asking the sentinels again");
         }
     }
@@ -153,6 +214,32 @@ impl Master {
                 other => return other,
             }
         }
+    }
+}
+
+#[cfg(test)]
+impl Master {
+    /// A master that asks no sentinel, switched by hand with [`Master::switch_to`].
+    pub fn unconnected() -> Master {
+        let sentinels = SentinelClient::build(
+            vec!["redis://127.0.0.1:1"],
+            "test",
+            None,
+            redis::sentinel::SentinelServerType::Master,
+        )
+        .expect("a valid sentinel address");
+        Master::new(
+            sentinels,
+            "test",
+            AsyncConnectionConfig::new(),
+            Duration::from_secs(1),
+        )
+    }
+
+    /// As if requests now used connection `generation` (0: none).
+    pub fn switch_to(&self, generation: u64) {
+        self.0.live.store(generation, Ordering::Release);
+        self.0.changed.notify_waiters();
     }
 }
 
@@ -222,8 +309,7 @@ fn follow(inner: &Inner, host: &str, port: u16) {
         .addr
         .as_ref()
         .is_some_and(|(h, p)| h != host || *p != port);
-    if elsewhere && current.conn.take().is_some() {
-        current.addr = None;
+    if elsewhere && inner.drop_connection(&mut current) {
         tracing::warn!(
             master = %format!("{host}:{port}"),
             "the sentinels named another Redis master; following it"
