@@ -70,6 +70,7 @@ impl App {
             &config.telemetry,
             config.routes.iter().map(|r| r.prefix.as_str()),
             &store,
+            config.server.workers,
         )
         .map_err(|source| StartError::MetricsListen {
             addr: config

@@ -5,23 +5,25 @@
 //! Rules:
 //! 1. Labels are bounded: route prefixes from the config or endpoint names, status classes,
 //!    fixed result and operation names. Never a path, a user, a session or an address.
-//! 2. The request path records through handles registered per route at start-up: an atomic
-//!    add and a lock-free histogram push, no registry lookup.
+//! 2. The request path records into per-route tallies ([`super::tally`]) made at start-up:
+//!    uncontended atomic adds into the worker's own slots, no registry lookup, nothing shared
+//!    between workers. A route added by a reload gets its tally at first use.
 //! 3. Everything else records through the `metrics` facade, into the recorder
 //!    `server::run` installs for the process (tests install one per test thread). With
 //!    `server.metrics_listen` unset there is no recorder and each call is a no-op.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::StatusCode;
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder as _};
+use metrics::{Gauge, Key, KeyName, Label, Metadata, Recorder as _};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
+use super::tally::RouteTally;
 use crate::config::TelemetryConfig;
 use crate::session::{MemoryStore, Store};
 
@@ -89,13 +91,25 @@ pub const STORE_BUCKETS: [f64; 15] = [
 const METADATA: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
-/// The handles of one route (or endpoint).
-struct RouteHandles {
-    requests: [Counter; STATUS_CLASSES.len()],
-    duration: Histogram,
-    upstream: Histogram,
-    retries: Counter,
-}
+/// The families [`super::tally`] keeps, with their help texts, in its order.
+const TALLIED: [(&str, &str); 4] = [
+    (
+        REQUESTS_TOTAL,
+        "Requests answered, by route (prefix or endpoint) and status class.",
+    ),
+    (
+        REQUEST_DURATION,
+        "Time from request to response head, by route.",
+    ),
+    (
+        UPSTREAM_DURATION,
+        "Time until the upstream's response head arrived, by route.",
+    ),
+    (
+        UPSTREAM_RETRIES_TOTAL,
+        "Requests sent to an upstream again after a failure before any response, by route.",
+    ),
+];
 
 /// This instance's metrics: the recorder, the handles of the request path, and the
 /// `/metrics` listener bound at start-up. Disabled (every method a no-op) without
@@ -107,11 +121,32 @@ pub struct Metrics {
 struct Enabled {
     recorder: Arc<PrometheusRecorder>,
     handle: PrometheusHandle,
-    routes: HashMap<Box<str>, RouteHandles>,
+    routes: HashMap<Box<str>, RouteTally>,
+    /// Routes added by a reload, tallied from their first request on.
+    added: Mutex<BTreeMap<Box<str>, Arc<RouteTally>>>,
+    lanes: usize,
     open_connections: Gauge,
     memory_sessions: Option<(MemoryStore, Gauge)>,
     listener: Mutex<Option<std::net::TcpListener>>,
     addr: SocketAddr,
+}
+
+impl Enabled {
+    /// Runs `f` on `route`'s tally, made now for a route a reload added.
+    fn tally(&self, route: &str, f: impl FnOnce(&RouteTally)) {
+        if let Some(tally) = self.routes.get(route) {
+            return f(tally);
+        }
+        let tally = {
+            let mut added = self.added.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(
+                added
+                    .entry(route.into())
+                    .or_insert_with(|| Arc::new(RouteTally::new(self.lanes))),
+            )
+        };
+        f(&tally);
+    }
 }
 
 /// A connection counted in `gatehouse_open_connections` until dropped.
@@ -129,11 +164,13 @@ impl Metrics {
     }
 
     /// Binds `server.metrics_listen` (when set) and registers every metric, so that each
-    /// labelled series exists from the first scrape on. `routes` are the route prefixes.
+    /// labelled series exists from the first scrape on. `routes` are the route prefixes;
+    /// `lanes` the number of workers, each of which tallies requests in slots of its own.
     pub fn new<'r>(
         config: &TelemetryConfig,
         routes: impl Iterator<Item = &'r str>,
         store: &Store,
+        lanes: usize,
     ) -> std::io::Result<Metrics> {
         let Some(listen) = config.metrics_listen else {
             return Ok(Metrics::disabled());
@@ -146,7 +183,7 @@ impl Metrics {
         let names = routes
             .chain(ENDPOINTS)
             .chain([UNROUTED])
-            .map(|r| (Box::from(r), route_handles(&recorder, r)))
+            .map(|r| (Box::from(r), RouteTally::new(lanes)))
             .collect();
         super::outcomes::preregister(&recorder, &METADATA);
         let gauge = |name: &'static str, labels: Vec<Label>| {
@@ -168,6 +205,8 @@ impl Metrics {
                 open_connections: gauge(OPEN_CONNECTIONS, Vec::new()),
                 recorder,
                 routes: names,
+                added: Mutex::new(BTreeMap::new()),
+                lanes,
                 memory_sessions,
                 listener: Mutex::new(Some(listener)),
                 addr,
@@ -198,42 +237,22 @@ impl Metrics {
     /// One answered request: its route (prefix or endpoint name), status, and time until the
     /// response head was ready.
     pub fn request(&self, route: &str, status: StatusCode, elapsed: Duration) {
-        let Some(e) = &self.enabled else { return };
-        let class = status_class(status);
-        match e.routes.get(route) {
-            Some(h) => {
-                h.requests[class].increment(1);
-                h.duration.record(elapsed);
-            }
-            // A route added since start-up: registered on first use.
-            None => {
-                let route = route.to_owned();
-                metrics::counter!(REQUESTS_TOTAL, "route" => route.clone(), "status" => STATUS_CLASSES[class])
-                    .increment(1);
-                metrics::histogram!(REQUEST_DURATION, "route" => route).record(elapsed);
-            }
+        if let Some(e) = &self.enabled {
+            e.tally(route, |t| t.request(status_class(status), elapsed));
         }
     }
 
-    /// Time until an upstream's response headers arrived (or the call failed).
+    /// Time until an upstream's response head arrived (or the call failed).
     pub fn upstream(&self, route: &str, elapsed: Duration) {
-        let Some(e) = &self.enabled else { return };
-        match e.routes.get(route) {
-            Some(h) => h.upstream.record(elapsed),
-            None => {
-                metrics::histogram!(UPSTREAM_DURATION, "route" => route.to_owned()).record(elapsed)
-            }
+        if let Some(e) = &self.enabled {
+            e.tally(route, |t| t.upstream(elapsed));
         }
     }
 
     /// A request sent to an upstream again (another address, or a fresh connection).
     pub fn upstream_retry(&self, route: &str) {
-        let Some(e) = &self.enabled else { return };
-        match e.routes.get(route) {
-            Some(h) => h.retries.increment(1),
-            None => {
-                metrics::counter!(UPSTREAM_RETRIES_TOTAL, "route" => route.to_owned()).increment(1)
-            }
+        if let Some(e) = &self.enabled {
+            e.tally(route, RouteTally::retry);
         }
     }
 
@@ -255,7 +274,17 @@ impl Metrics {
         if let Some((store, gauge)) = &e.memory_sessions {
             gauge.set(store.len().0 as f64);
         }
-        e.handle.render()
+        let mut text = e.handle.render();
+        let added = e.added.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut routes: Vec<(&str, &RouteTally)> = e
+            .routes
+            .iter()
+            .map(|(r, t)| (&**r, t))
+            .chain(added.iter().map(|(r, t)| (&**r, &**t)))
+            .collect();
+        routes.sort_unstable_by_key(|(r, _)| *r);
+        super::tally::render(&mut text, TALLIED, routes.into_iter());
+        text
     }
 
     /// Drains histogram samples into their buckets (also done by every scrape).
@@ -305,45 +334,9 @@ fn builder() -> PrometheusBuilder {
     with_buckets().unwrap_or_else(|_| PrometheusBuilder::new())
 }
 
-fn route_handles(recorder: &PrometheusRecorder, route: &str) -> RouteHandles {
-    let route = || Label::new("route", route.to_owned());
-    RouteHandles {
-        requests: STATUS_CLASSES.map(|class| {
-            let key = Key::from_parts(REQUESTS_TOTAL, vec![route(), Label::new("status", class)]);
-            recorder.register_counter(&key, &METADATA)
-        }),
-        duration: recorder
-            .register_histogram(&Key::from_parts(REQUEST_DURATION, vec![route()]), &METADATA),
-        upstream: recorder.register_histogram(
-            &Key::from_parts(UPSTREAM_DURATION, vec![route()]),
-            &METADATA,
-        ),
-        retries: recorder.register_counter(
-            &Key::from_parts(UPSTREAM_RETRIES_TOTAL, vec![route()]),
-            &METADATA,
-        ),
-    }
-}
-
-/// `# HELP` lines.
+/// `# HELP` lines of the families the recorder keeps.
 fn describe(recorder: &PrometheusRecorder) {
-    let help: [(&'static str, &'static str); 16] = [
-        (
-            REQUESTS_TOTAL,
-            "Requests answered, by route (prefix or endpoint) and status class.",
-        ),
-        (
-            REQUEST_DURATION,
-            "Time from request to response head, by route.",
-        ),
-        (
-            UPSTREAM_DURATION,
-            "Time until the upstream's response head arrived, by route.",
-        ),
-        (
-            UPSTREAM_RETRIES_TOTAL,
-            "Requests sent to an upstream again after a failure before any response, by route.",
-        ),
+    let help: [(&'static str, &'static str); 12] = [
         (
             LOGINS_TOTAL,
             "Logins started, completed, and failed by cause.",
@@ -407,6 +400,65 @@ mod tests {
         assert_eq!(class(503), "5xx");
         assert_eq!(class(600), "other");
         assert_eq!(class(999), "other");
+    }
+
+    fn enabled(routes: &[&str]) -> Metrics {
+        let config = TelemetryConfig {
+            metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+            otlp: None,
+        };
+        let store = Store::Memory(MemoryStore::new(10));
+        Metrics::new(&config, routes.iter().copied(), &store, 2).unwrap()
+    }
+
+    /// The lines of a scrape that name `family` and `route`.
+    fn lines(text: &str, family: &str, route: &str) -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with(family) && l.contains(&format!("route=\"{route}\"")))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn every_family_is_exported_once_and_a_route_a_reload_added_is_counted_too() {
+        let metrics = enabled(&["/api/"]);
+        metrics.request("/api/", StatusCode::OK, Duration::from_millis(2));
+        metrics.upstream("/api/", Duration::from_millis(1));
+        metrics.request("/added/", StatusCode::BAD_GATEWAY, Duration::from_secs(2));
+        metrics.upstream_retry("/added/");
+        let text = metrics.render();
+        for name in ALL {
+            let types = text
+                .lines()
+                .filter(|l| l.starts_with(&format!("# TYPE {name} ")))
+                .count();
+            assert_eq!(types, 1, "{name} in\n{text}");
+        }
+        assert!(
+            lines(&text, REQUESTS_TOTAL, "/api/")
+                .contains(&"gatehouse_requests_total{route=\"/api/\",status=\"2xx\"} 1".to_owned()),
+            "{text}"
+        );
+        assert!(
+            lines(&text, REQUESTS_TOTAL, "/added/").contains(
+                &"gatehouse_requests_total{route=\"/added/\",status=\"5xx\"} 1".to_owned()
+            ),
+            "{text}"
+        );
+        assert!(
+            lines(&text, UPSTREAM_RETRIES_TOTAL, "/added/")
+                .contains(&"gatehouse_upstream_retries_total{route=\"/added/\"} 1".to_owned())
+        );
+        assert!(
+            lines(&text, UPSTREAM_DURATION, "/api/").contains(
+                &"gatehouse_upstream_duration_seconds_count{route=\"/api/\"} 1".to_owned()
+            )
+        );
+        assert_eq!(
+            lines(&text, REQUESTS_TOTAL, "healthz").len(),
+            STATUS_CLASSES.len(),
+            "endpoints are registered from the start"
+        );
     }
 
     #[test]

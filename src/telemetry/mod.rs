@@ -1,7 +1,7 @@
 //! Observability: logs (`logs`; the access line in `access`; per-worker batches in `batch`;
-//! request span fields in JSON in `span_json`),
-//! metrics and their listener (`metrics`, `outcomes`, `scrape`), request ids (`request_id`),
-//! spans and their export (`trace`, `otel`).
+//! request span fields in JSON in `span_json`), metrics and their listener (`metrics`; the
+//! request path's in `tally`; `outcomes`, `scrape`), request ids (`request_id`), spans and
+//! their export (`trace`, `otel`).
 //!
 //! Rules:
 //! 1. Log lines, metric labels and span fields carry methods, route prefixes, endpoint names,
@@ -19,6 +19,7 @@ pub mod outcomes;
 pub mod request_id;
 pub mod scrape;
 mod span_json;
+pub mod tally;
 pub mod trace;
 
 pub use logs::LogFormat;
