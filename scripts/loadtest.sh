@@ -5,6 +5,8 @@
 #   - nginx as a fixed-response upstream (`return 200`, no access log);
 #   - nginx as the reference: plain `proxy_pass` to it, keepalive pool, 2 workers, access log
 #     on (one line per request to a file, as nginx ships);
+#   - examples/bare_proxy.rs, the smallest proxy on gatehouse's own parts (hyper, a pooled
+#     client, a current-thread runtime per worker) with no logic: the floor of the stack;
 #   - the test provider (from examples/demo.rs) to sign in against;
 #   - the gatehouse release binary, memory store then Redis store, each with an
 #     `auth = "none"` route and an `auth = "required"` route to the same upstream, access log
@@ -36,6 +38,7 @@ MEMORY_PORT=$((PORT_BASE + 3))
 REDIS_PORT=$((PORT_BASE + 4))
 METRICS_PORT=$((PORT_BASE + 5))
 QUIET_PORT=$((PORT_BASE + 6))
+BARE_PORT=$((PORT_BASE + 7))
 DEMO_OFFSET=$((PORT_BASE - 8080 + 100)) # the demo's own gatehouse, provider and API
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -49,8 +52,8 @@ fi
 command -v curl >/dev/null || die "curl is not installed"
 
 if [ -z "${NO_BUILD:-}" ]; then
-  say "cargo build --release --locked --bin gatehouse --example demo"
-  cargo build --release --locked --bin gatehouse --example demo
+  say "cargo build --release --locked --bin gatehouse --example demo --example bare_proxy"
+  cargo build --release --locked --bin gatehouse --example demo --example bare_proxy
 fi
 
 scratch=$(mktemp -d)
@@ -222,6 +225,13 @@ run() {
 
 run "upstream direct" "http://127.0.0.1:$UPSTREAM_PORT/api/x"
 run "nginx plain proxy_pass" "http://127.0.0.1:$NGINX_PORT/api/x"
+
+say "bare hyper proxy :$BARE_PORT"
+"$TARGET/release/examples/bare_proxy" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UPSTREAM_PORT" 2 \
+  >"$scratch/bare.log" 2>&1 &
+pids+=($!)
+wait_for "http://127.0.0.1:$BARE_PORT/" "$scratch/bare.log"
+run "bare hyper proxy (no logic)" "http://127.0.0.1:$BARE_PORT/api/x"
 
 start_gatehouse "$MEMORY_PORT" 'store = "memory"'
 gh="http://127.0.0.1:$MEMORY_PORT"

@@ -109,7 +109,11 @@ pub async fn handle(
     let mut ctx = Ctx::read(&app, &config, peer, &mut req);
     let trusted = request_id::trusted_peer(&app, peer);
     let spans = RequestSpans::start(&ctx.request_id, &ctx.method, req.headers(), trusted);
-    let mut response = spans.instrument(respond(&app, req, &mut ctx)).await;
+    // Boxed once here, so that the spans' wrappers and hyper move a pointer, not the phases'
+    // state (kilobytes).
+    let mut response = spans
+        .instrument(Box::pin(respond(&app, req, &mut ctx)))
+        .await;
     response
         .headers_mut()
         .insert(X_REQUEST_ID, ctx.request_id.header_value());
@@ -163,9 +167,16 @@ async fn dispatch<'a>(
     ctx: &mut Ctx<'a>,
 ) -> Result<Response<Body>, Error> {
     refuse_unroutable(&req, ctx)?;
-    let req = match endpoints::dispatch(app, req, ctx).await? {
-        Ok(res) => return Ok(res),
-        Err(req) => req,
+    // The rarer phases are boxed: inline, the largest of them would make every request's
+    // future as large as theirs, and a request's future is moved several times before and
+    // while it runs (kilobytes of copying per request).
+    let req = if endpoints::may_answer(app, req.uri().path()) {
+        match Box::pin(endpoints::dispatch(app, req, ctx)).await? {
+            Ok(res) => return Ok(res),
+            Err(req) => req,
+        }
+    } else {
+        req
     };
     let route = ctx
         .config
@@ -176,11 +187,11 @@ async fn dispatch<'a>(
     let websocket = websocket::is_websocket(&req);
     match &route.target {
         RouteTarget::Upstream(upstream) if websocket => {
-            upgrade(app, route, upstream, req, ctx).await
+            Box::pin(upgrade(app, route, upstream, req, ctx)).await
         }
         RouteTarget::Upstream(upstream) => forward(app, route, upstream, req, ctx).await,
         RouteTarget::Static(_) if websocket => Err(WebSocketError::StaticRoute.into()),
-        RouteTarget::Static(site) => serve_static(app, route, site, req, ctx).await,
+        RouteTarget::Static(site) => Box::pin(serve_static(app, route, site, req, ctx)).await,
     }
 }
 

@@ -23,6 +23,12 @@ use crate::ratelimit::Budget;
 use crate::response::{self, Body};
 use crate::telemetry::outcomes;
 
+/// Whether [`dispatch`] may answer a request for `path`; it hands back all others unseen,
+/// so the request path can skip it (and the room its future takes).
+pub fn may_answer(app: &App, path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz") || path.starts_with(app.config().auth.prefix.as_str())
+}
+
 /// Answers the request if it is for one of our endpoints; otherwise hands it back.
 pub async fn dispatch<'a>(
     app: &App,
