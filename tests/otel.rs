@@ -197,7 +197,7 @@ async fn an_untrusted_callers_traceparent_starts_no_trace_of_ours() {
     let id = gatehouse::telemetry::RequestId::generate();
     let spans =
         gatehouse::telemetry::trace::RequestSpans::start(&id, &http::Method::GET, &headers, false);
-    spans.instrument(async {}).await;
+    spans.instrument(Box::pin(async {})).await;
     spans.finish("/api/", http::StatusCode::OK);
     drop(spans);
     flush(&tracer).await;

@@ -23,8 +23,9 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{Layer, fmt};
 
 use super::access;
+use super::context::{Prefixed, Shape};
 use super::span_json::SpanFields;
-use super::trace::TRACE_TARGET;
+use super::trace::{REQUEST_SPAN_TARGET, TRACE_TARGET};
 
 /// `--log-format` / `GATEHOUSE_LOG_FORMAT`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -73,36 +74,49 @@ where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let writer = Shared(Arc::new(writer));
-    let others = parse_filter::<S>(filter).and(filter_fn(|meta| {
-        meta.target() != TRACE_TARGET && meta.target() != access::TARGET
+    // A static filter decides per call site and needs no spans of requests (their lines name
+    // the request through `context`); span directives need them to match.
+    let dynamic = !is_static(filter);
+    let others = parse_filter::<S>(filter).and(filter_fn(move |meta| {
+        let request_span = meta.target() == REQUEST_SPAN_TARGET;
+        meta.target() != TRACE_TARGET
+            && meta.target() != access::TARGET
+            && (dynamic || !request_span)
     }));
     let (general, style) = match format {
         LogFormat::Text => (
             fmt::layer()
-                .with_timer(Clock)
-                .with_writer(writer.clone())
-                .with_target(false)
                 .with_ansi(ansi)
+                .event_format(Prefixed {
+                    inner: fmt::format()
+                        .with_timer(Clock)
+                        .with_target(false)
+                        .with_ansi(ansi),
+                    shape: Shape::Text { ansi },
+                })
+                .with_writer(writer.clone())
                 .with_filter(others)
                 .boxed(),
             access::Style::Text { ansi },
         ),
         LogFormat::Json => (
             fmt::layer()
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .with_span_list(false)
                 .fmt_fields(SpanFields)
-                .with_timer(Clock)
+                .event_format(Prefixed {
+                    inner: fmt::format()
+                        .json()
+                        .flatten_event(true)
+                        .with_current_span(true)
+                        .with_span_list(false)
+                        .with_timer(Clock),
+                    shape: Shape::Json,
+                })
                 .with_writer(writer.clone())
                 .with_filter(others)
                 .boxed(),
             access::Style::Json,
         ),
     };
-    // A static filter decides per call site and needs no spans; a span directive does.
-    let dynamic = !is_static(filter);
     let access_only =
         filter_fn(move |meta| meta.target() == access::TARGET || (dynamic && meta.is_span()));
     let access = access::Access {
@@ -243,14 +257,11 @@ mod tests {
     fn in_a_request() {
         let id = RequestId::choose(&http::HeaderMap::new(), false);
         let spans = RequestSpans::start(&id, &http::Method::GET, &http::HeaderMap::new(), false);
-        let _log = spans_log(&spans);
-        let store = store_span("get", "memory");
-        let _in_store = store.enter();
-        tracing::warn!(route = "/api/", status = 503u16, "request failed");
-    }
-
-    fn spans_log(spans: &RequestSpans) -> tracing::span::EnteredSpan {
-        spans.log_span().clone().entered()
+        spans.in_scope(|| {
+            let store = store_span("get", "memory");
+            let _in_store = store.enter();
+            tracing::warn!(route = "/api/", status = 503u16, "request failed");
+        });
     }
 
     #[test]
@@ -288,16 +299,17 @@ mod tests {
     fn a_request_with_an_access_line() {
         let id = RequestId::choose(&http::HeaderMap::new(), false);
         let spans = RequestSpans::start(&id, &http::Method::GET, &http::HeaderMap::new(), false);
-        let _log = spans_log(&spans);
-        tracing::info!("inside a request");
-        access::log(&access::Line {
-            request_id: &id,
-            method: &http::Method::GET,
-            client: std::net::Ipv4Addr::LOCALHOST.into(),
-            route: "/api/",
-            status: http::StatusCode::OK,
-            latency: std::time::Duration::from_micros(5),
-            session: true,
+        spans.in_scope(|| {
+            tracing::info!("inside a request");
+            access::log(&access::Line {
+                request_id: &id,
+                method: &http::Method::GET,
+                client: std::net::Ipv4Addr::LOCALHOST.into(),
+                route: "/api/",
+                status: http::StatusCode::OK,
+                latency: std::time::Duration::from_micros(5),
+                session: true,
+            });
         });
     }
 
@@ -362,11 +374,32 @@ mod tests {
             let id = RequestId::choose(&http::HeaderMap::new(), false);
             let spans =
                 RequestSpans::start(&id, &http::Method::GET, &http::HeaderMap::new(), false);
-            let _log = spans_log(&spans);
-            tracing::info!("inside a request");
+            spans.in_scope(|| tracing::info!("inside a request"));
         });
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(lines[0].contains("inside a request"), "{lines:?}");
+        assert_eq!(
+            lines[0].matches("request{request_id=").count(),
+            1,
+            "the span's own, not added again: {lines:?}"
+        );
+    }
+
+    #[test]
+    fn a_static_filter_makes_no_log_span_for_a_request_and_span_directives_do() {
+        let made = |filter: &str| {
+            let mut made = None;
+            logged(LogFormat::Text, filter, || {
+                let id = RequestId::choose(&http::HeaderMap::new(), false);
+                let spans =
+                    RequestSpans::start(&id, &http::Method::GET, &http::HeaderMap::new(), false);
+                made = Some(!spans.log_span().is_disabled());
+            });
+            made.unwrap()
+        };
+        assert!(!made("info"));
+        assert!(!made("gatehouse=debug,warn"));
+        assert!(made("warn,[request]=info"));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Observability: logs (`logs`; the access line in `access`; per-worker batches in `batch`;
-//! request span fields in JSON in `span_json`), metrics and their listener (`metrics`; the
+//! the request a line is for in `context`; request span fields in JSON in `span_json`), metrics and their listener (`metrics`; the
 //! request path's in `tally`; `outcomes`, `scrape`), request ids (`request_id`), spans and
 //! their export (`trace`, `otel`).
 //!
@@ -12,6 +12,7 @@
 
 pub mod access;
 pub mod batch;
+pub mod context;
 pub mod logs;
 pub mod metrics;
 pub mod otel;

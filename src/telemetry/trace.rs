@@ -1,18 +1,21 @@
-//! Spans. Every request runs in a log span, `request{request_id=…}`, so each line it logs
-//! carries its id. When traces are exported (`[telemetry] otlp_endpoint`), it also runs in an
-//! OpenTelemetry server span with client spans for its store, provider and upstream calls,
-//! and upstreams get its W3C `traceparent`.
+//! Spans. Each line a request logs carries its id (`request{request_id=…}`), through
+//! [`super::context`]; a log span for it exists only under a log filter with span directives
+//! (`[request]=debug`), which need one to match. When traces are exported (`[telemetry]
+//! otlp_endpoint`), a request also runs in an OpenTelemetry server span with client spans for
+//! its store, provider and upstream calls, and upstreams get its W3C `traceparent`.
 //!
 //! Rules:
 //! 1. Span fields are ids, methods, route prefixes, endpoint and operation names and statuses:
 //!    never a path, query, header value, token, cookie or user.
-//! 2. The log span is an ERROR-level span, so that whatever the log filter, the lines of a
-//!    request keep its id.
+//! 2. The log span (target [`REQUEST_SPAN_TARGET`]) is an ERROR-level span, so that whatever
+//!    the log filter, the lines of a request keep its id; a static filter disables it.
 //! 3. Trace spans have the target [`TRACE_TARGET`]: the log layer never shows them and the
 //!    exporter sees nothing else (no log line becomes a span event).
 //! 4. An incoming `traceparent` is the parent only when the peer is trusted
 //!    ([`super::request_id::trusted_peer`]); otherwise it is ignored, and when traces are
 //!    exported the upstream gets ours instead of the client's.
+
+use std::pin::Pin;
 
 use http::header::HeaderName;
 use http::{HeaderMap, Method, StatusCode};
@@ -25,19 +28,24 @@ use tracing::instrument::Instrumented;
 use tracing::{Instrument as _, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+use super::context::InRequest;
 use super::request_id::{RequestId, X_REQUEST_ID};
 
 /// The target of the spans exported as traces (and of nothing else).
 pub const TRACE_TARGET: &str = "gatehouse::trace";
+/// The target of the log span of a request (and of nothing else).
+pub const REQUEST_SPAN_TARGET: &str = "gatehouse::request";
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// A request's two spans: the trace span (disabled unless traces are exported) and, inside
-/// it, the log span.
+/// it, the log span (disabled unless the log filter has span directives); and its id, which
+/// its lines carry either way.
 pub struct RequestSpans {
     trace: Span,
     log: Span,
+    id: RequestId,
 }
 
 impl RequestSpans {
@@ -61,15 +69,34 @@ impl RequestSpans {
                 let _ = trace.set_parent(parent);
             }
         }
-        let log = tracing::error_span!(parent: &trace, "request", request_id = %id);
-        RequestSpans { trace, log }
+        let log = tracing::error_span!(
+            target: REQUEST_SPAN_TARGET,
+            parent: &trace,
+            "request",
+            request_id = %id,
+        );
+        RequestSpans {
+            trace,
+            log,
+            id: id.clone(),
+        }
     }
 
-    /// Runs `future` inside both spans.
-    pub fn instrument<F: Future>(&self, future: F) -> Instrumented<Instrumented<F>> {
-        future
+    /// Runs `future` inside both spans, as work for the request.
+    pub fn instrument<F: Future + Unpin>(
+        &self,
+        future: F,
+    ) -> Instrumented<Instrumented<InRequest<F>>> {
+        InRequest::new(Some(self.id.clone()), future)
             .instrument(self.log.clone())
             .instrument(self.trace.clone())
+    }
+
+    /// Runs `f` inside both spans, as work for the request.
+    #[cfg(test)]
+    pub(crate) fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _log = self.log.enter();
+        super::context::scope(Some(self.id.clone()), f)
     }
 
     #[cfg(test)]
@@ -156,7 +183,11 @@ pub fn to_upstream(span: &Span, id: &RequestId, headers: &mut HeaderMap) {
 
 /// `future` in the current request's spans and trace context, for work a request spawns
 /// (a refresh, a background write) so that its lines and spans stay the request's.
-pub fn carry<F: Future>(future: F) -> opentelemetry::context::WithContext<Instrumented<F>> {
+pub fn carry<F: Future>(
+    future: F,
+) -> opentelemetry::context::WithContext<Instrumented<InRequest<Pin<Box<F>>>>> {
     use opentelemetry::context::FutureExt as _;
-    future.instrument(Span::current()).with_current_context()
+    InRequest::new(super::context::current(), Box::pin(future))
+        .instrument(Span::current())
+        .with_current_context()
 }
