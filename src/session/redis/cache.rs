@@ -255,6 +255,8 @@ async fn track(
             delay = RECONNECT_DELAY;
             failures = 0;
         }
+        // A switch of master is no failure: a failure after it is news again.
+        let switched = ended.is_ok();
         match ended {
             Err(e) if failures == 0 => tracing::warn!(
                 error = %super::super::store::StoreError::from(e),
@@ -268,7 +270,11 @@ async fn track(
                 tracing::debug!("session cache: the Redis master changed; tracking the new one")
             }
         }
-        failures = failures.saturating_add(1);
+        failures = if switched {
+            0
+        } else {
+            failures.saturating_add(1)
+        };
         drop(cache);
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(MAX_RECONNECT_DELAY);
