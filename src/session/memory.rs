@@ -199,6 +199,8 @@ impl Shelf {
 #[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Shelves>,
+    /// How long its calls take (see [`crate::telemetry::tally`]).
+    pub(super) tally: Arc<crate::telemetry::tally::StoreTally>,
 }
 
 struct Shelves {
@@ -215,6 +217,7 @@ impl MemoryStore {
                 sessions: Shelf::new(capacity),
                 side: Shelf::new(capacity.saturating_mul(4)),
             }),
+            tally: Arc::default(),
         }
     }
 

@@ -34,6 +34,8 @@ pub struct RedisStore {
     target: Arc<str>,
     /// Records read here, kept while Redis says they are unchanged (see [`cache`]).
     cache: Option<LocalCache>,
+    /// How long its calls take (see [`crate::telemetry::tally`]).
+    pub(super) tally: Arc<crate::telemetry::tally::StoreTally>,
 }
 
 /// Adds ARGV[1] to the index KEYS[1], removes the members ARGV[3..] (sessions found gone,
@@ -73,6 +75,7 @@ impl RedisStore {
             timeout,
             target: target(config).into(),
             cache: None,
+            tally: Arc::default(),
         })
     }
 

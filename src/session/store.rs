@@ -259,7 +259,15 @@ impl Store {
         op: &'static str,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        crate::telemetry::outcomes::store_call(op, self.kind(), call).await
+        crate::telemetry::outcomes::store_call(op, self.kind(), self.tally(), call).await
+    }
+
+    /// How long this store's calls take, by operation (`/metrics` renders it).
+    pub fn tally(&self) -> &Arc<crate::telemetry::tally::StoreTally> {
+        match self {
+            Store::Memory(m) => &m.tally,
+            Store::Redis(r) => &r.tally,
+        }
     }
 }
 

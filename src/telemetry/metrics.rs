@@ -5,9 +5,10 @@
 //! Rules:
 //! 1. Labels are bounded: route prefixes from the config or endpoint names, status classes,
 //!    fixed result and operation names. Never a path, a user, a session or an address.
-//! 2. The request path records into per-route tallies ([`super::tally`]) made at start-up:
-//!    uncontended atomic adds into the worker's own slots, no registry lookup, nothing shared
-//!    between workers. A route added by a reload gets its tally at first use.
+//! 2. The request path records into per-route tallies ([`super::tally`]) made at start-up,
+//!    and store calls into the store's: uncontended atomic adds into the worker's own slots,
+//!    no registry lookup, nothing shared between workers. A route added by a reload gets its
+//!    tally at first use.
 //! 3. Everything else records through the `metrics` facade, into the recorder
 //!    `server::run` installs for the process (tests install one per test thread). With
 //!    `server.metrics_listen` unset there is no recorder and each call is a no-op.
@@ -23,7 +24,7 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use super::tally::RouteTally;
+use super::tally::{RouteTally, StoreTally};
 use crate::config::TelemetryConfig;
 use crate::session::{MemoryStore, Store};
 
@@ -124,6 +125,8 @@ struct Enabled {
     routes: HashMap<Box<str>, RouteTally>,
     /// Routes added by a reload, tallied from their first request on.
     added: Mutex<BTreeMap<Box<str>, Arc<RouteTally>>>,
+    /// The session store's call latencies.
+    store: Arc<StoreTally>,
     lanes: usize,
     open_connections: Gauge,
     memory_sessions: Option<(MemoryStore, Gauge)>,
@@ -206,6 +209,7 @@ impl Metrics {
                 recorder,
                 routes: names,
                 added: Mutex::new(BTreeMap::new()),
+                store: Arc::clone(store.tally()),
                 lanes,
                 memory_sessions,
                 listener: Mutex::new(Some(listener)),
@@ -284,6 +288,10 @@ impl Metrics {
             .collect();
         routes.sort_unstable_by_key(|(r, _)| *r);
         super::tally::render(&mut text, TALLIED, routes.into_iter());
+        e.store.render(
+            &mut text,
+            (STORE_DURATION, "Session store calls, by operation."),
+        );
         text
     }
 
@@ -336,7 +344,7 @@ fn builder() -> PrometheusBuilder {
 
 /// `# HELP` lines of the families the recorder keeps.
 fn describe(recorder: &PrometheusRecorder) {
-    let help: [(&'static str, &'static str); 12] = [
+    let help: [(&'static str, &'static str); 11] = [
         (
             LOGINS_TOTAL,
             "Logins started, completed, and failed by cause.",
@@ -350,7 +358,6 @@ fn describe(recorder: &PrometheusRecorder) {
             SESSIONS_CREATED_TOTAL,
             "Sessions created by completed logins.",
         ),
-        (STORE_DURATION, "Session store calls, by operation."),
         (
             STORE_ERRORS_TOTAL,
             "Session store calls that failed, by operation.",

@@ -9,7 +9,7 @@ use tracing::Instrument as _;
 
 use super::metrics::{
     JWKS_REFRESHES_TOTAL, LOGINS_TOTAL, LOGOUTS_TOTAL, PROVIDER_REQUESTS_TOTAL, REFRESHES_TOTAL,
-    SESSIONS_CREATED_TOTAL, STORE_DURATION, STORE_ERRORS_TOTAL,
+    SESSIONS_CREATED_TOTAL, STORE_ERRORS_TOTAL,
 };
 use crate::error::Error;
 use crate::oidc::OidcError;
@@ -180,16 +180,18 @@ pub const STORE_OPS: [&str; 10] = [
     "ping",
 ];
 
-/// Runs one store call `op` in a `store` span, timing it and counting its failure.
+/// Runs one store call `op` in a `store` span, timing it into `tally` and counting its
+/// failure.
 pub async fn store_call<T, E>(
     op: &'static str,
     backend: &'static str,
+    tally: &super::tally::StoreTally,
     call: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
     let span = super::trace::store_span(op, backend);
     let started = Instant::now();
     let result = call.instrument(span.clone()).await;
-    metrics::histogram!(STORE_DURATION, "op" => op).record(started.elapsed());
+    tally.record(op, started.elapsed());
     if result.is_err() {
         metrics::counter!(STORE_ERRORS_TOTAL, "op" => op).increment(1);
         super::trace::failed(&span);
@@ -249,10 +251,6 @@ pub(super) fn preregister(recorder: &PrometheusRecorder, metadata: &Metadata<'st
     counter(JWKS_REFRESHES_TOTAL, Vec::new());
     for op in STORE_OPS {
         counter(STORE_ERRORS_TOTAL, vec![Label::new("op", op)]);
-        let _ = recorder.register_histogram(
-            &Key::from_parts(STORE_DURATION, vec![Label::new("op", op)]),
-            metadata,
-        );
     }
     for endpoint in PROVIDER_ENDPOINTS {
         for result in PROVIDER_RESULTS {

@@ -1,5 +1,5 @@
 //! The request path's metrics (requests, their latency, upstream latency and retries, per
-//! route), kept per worker: each worker adds to slots of its own, on cache lines of their own,
+//! route; session store calls' latency, per operation), kept per worker: each worker adds to slots of its own, on cache lines of their own,
 //! and a scrape sums the slots. The Prometheus recorder's histograms push every sample onto
 //! one list shared by every thread (contended atomics per sample, a block allocated every few
 //! dozen, drained later); these count into their fixed buckets in place, and nothing on the
@@ -16,10 +16,15 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::metrics::{REQUEST_BUCKETS, STATUS_CLASSES};
+use super::metrics::{REQUEST_BUCKETS, STATUS_CLASSES, STORE_BUCKETS};
+use super::outcomes::STORE_OPS;
 
-/// Buckets of [`REQUEST_BUCKETS`], plus `+Inf`.
+/// Buckets of [`REQUEST_BUCKETS`] (and of [`STORE_BUCKETS`]), plus `+Inf`.
 const BUCKETS: usize = REQUEST_BUCKETS.len() + 1;
+const _: () = assert!(STORE_BUCKETS.len() + 1 == BUCKETS);
+/// Lanes of a store's tally: the store is made before the worker count is known to it, and a
+/// lane is a few kilobytes.
+const STORE_LANES: usize = 16;
 
 /// One latency histogram's slots: a count per bucket (not cumulative) and the sum.
 #[derive(Default)]
@@ -29,9 +34,9 @@ struct Histogram {
 }
 
 impl Histogram {
-    fn record(&self, elapsed: Duration) {
+    fn record(&self, bounds: &[f64], elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
-        let bucket = REQUEST_BUCKETS.partition_point(|&bound| bound < seconds);
+        let bucket = bounds.partition_point(|&bound| bound < seconds);
         if let Some(count) = self.counts.get(bucket) {
             count.fetch_add(1, Ordering::Relaxed);
         }
@@ -74,12 +79,12 @@ impl RouteTally {
         if let Some(count) = lane.requests.get(class) {
             count.fetch_add(1, Ordering::Relaxed);
         }
-        lane.duration.record(elapsed);
+        lane.duration.record(&REQUEST_BUCKETS, elapsed);
     }
 
     /// Time until the upstream's response head arrived (or the call failed).
     pub fn upstream(&self, elapsed: Duration) {
-        self.lane().upstream.record(elapsed);
+        self.lane().upstream.record(&REQUEST_BUCKETS, elapsed);
     }
 
     pub fn retry(&self) {
@@ -149,23 +154,8 @@ pub fn render<'a>(
         family(out, histogram, "histogram");
         for (route, sums) in &sums {
             let (counts, nanos) = pick(sums);
-            let (name, route) = (histogram.0, escaped(route));
-            let mut cumulative = 0;
-            for (bound, count) in REQUEST_BUCKETS.iter().zip(counts) {
-                cumulative += count;
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            cumulative += counts[BUCKETS - 1];
-            let seconds = Duration::from_nanos(nanos).as_secs_f64();
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {cumulative}"
-            );
-            let _ = writeln!(out, "{name}_sum{{route=\"{route}\"}} {seconds}");
-            let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {cumulative}");
+            let label = ("route", escaped(route));
+            write_histogram(out, histogram.0, &label, &REQUEST_BUCKETS, &counts, nanos);
         }
     }
     family(out, retries, "counter");
@@ -177,6 +167,81 @@ pub fn render<'a>(
             escaped(route),
             sums.retries
         );
+    }
+}
+
+/// One labelled series of a histogram: its cumulative buckets, sum and count.
+fn write_histogram(
+    out: &mut String,
+    name: &str,
+    (label, value): &(&str, String),
+    bounds: &[f64],
+    counts: &[u64; BUCKETS],
+    nanos: u64,
+) {
+    let mut cumulative = 0;
+    for (bound, count) in bounds.iter().zip(counts) {
+        cumulative += count;
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{label}=\"{value}\",le=\"{bound}\"}} {cumulative}"
+        );
+    }
+    cumulative += counts[BUCKETS - 1];
+    let seconds = Duration::from_nanos(nanos).as_secs_f64();
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{label}=\"{value}\",le=\"+Inf\"}} {cumulative}"
+    );
+    let _ = writeln!(out, "{name}_sum{{{label}=\"{value}\"}} {seconds}");
+    let _ = writeln!(out, "{name}_count{{{label}=\"{value}\"}} {cumulative}");
+}
+
+/// One lane's slots for a store's calls, one histogram per operation of [`STORE_OPS`].
+#[derive(Default)]
+#[repr(align(128))]
+struct StoreLane {
+    ops: [Histogram; STORE_OPS.len()],
+}
+
+/// The latency of one session store's calls, by operation.
+pub struct StoreTally {
+    lanes: Box<[StoreLane]>,
+}
+
+impl Default for StoreTally {
+    fn default() -> Self {
+        StoreTally {
+            lanes: (0..STORE_LANES).map(|_| StoreLane::default()).collect(),
+        }
+    }
+}
+
+impl StoreTally {
+    /// A call of `op` (a name in [`STORE_OPS`]; others are not counted) that took `elapsed`.
+    pub fn record(&self, op: &str, elapsed: Duration) {
+        let Some(i) = STORE_OPS.iter().position(|o| *o == op) else {
+            return;
+        };
+        let lane = &self.lanes[crate::proxy::clients::lane() % self.lanes.len()];
+        lane.ops[i].record(&STORE_BUCKETS, elapsed);
+    }
+
+    /// The family `(name, help)`, every operation's series included (zero until called).
+    pub fn render(&self, out: &mut String, (name, help): (&str, &str)) {
+        family(out, (name, help), "histogram");
+        for (i, op) in STORE_OPS.iter().enumerate() {
+            let (mut counts, mut nanos) = ([0u64; BUCKETS], 0);
+            for lane in &*self.lanes {
+                let histogram = &lane.ops[i];
+                for (total, count) in counts.iter_mut().zip(&histogram.counts) {
+                    *total += count.load(Ordering::Relaxed);
+                }
+                nanos += histogram.sum_nanos.load(Ordering::Relaxed);
+            }
+            let label = ("op", (*op).to_owned());
+            write_histogram(out, name, &label, &STORE_BUCKETS, &counts, nanos);
+        }
     }
 }
 
@@ -246,6 +311,26 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn store_calls_are_counted_by_operation_in_the_store_buckets() {
+        let tally = StoreTally::default();
+        tally.record("get", Duration::from_micros(50));
+        tally.record("get", Duration::from_millis(2));
+        tally.record("not-an-op", Duration::from_millis(2));
+        let mut text = String::new();
+        tally.render(&mut text, ("t_store_seconds", "Store time."));
+        for line in [
+            "t_store_seconds_bucket{op=\"get\",le=\"0.0001\"} 1",
+            "t_store_seconds_bucket{op=\"get\",le=\"0.0025\"} 2",
+            "t_store_seconds_count{op=\"get\"} 2",
+            "t_store_seconds_count{op=\"ping\"} 0",
+            "# TYPE t_store_seconds histogram",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        assert_eq!(text.matches("_count{").count(), STORE_OPS.len());
     }
 
     #[test]
