@@ -17,7 +17,9 @@ use std::time::Duration;
 use redis::AsyncCommands as _;
 use reqwest::Method;
 use sha2::{Digest as _, Sha256};
-use support::redis_topology::{Sentinels, Traffic, connect, eventually, role};
+use support::redis_topology::{
+    Sentinels, Traffic, command_calls, connect, eventually, reset_stats, role,
+};
 use support::*;
 
 fn sub_index(prefix: &str, sub: &str) -> String {
@@ -77,33 +79,11 @@ const SESSION_COMMANDS: [&str; 13] = [
 
 /// Calls of the session store's commands on the server on `port` since its last reset.
 async fn session_calls(port: u16) -> Vec<(String, u64)> {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut connect(port).await)
+    command_calls(&mut connect(port).await)
         .await
-        .unwrap();
-    info.lines()
-        .filter_map(|line| {
-            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest
-                .strip_prefix("calls=")?
-                .split(',')
-                .next()?
-                .parse()
-                .ok()?;
-            SESSION_COMMANDS
-                .contains(&name)
-                .then(|| (name.to_owned(), calls))
-        })
+        .into_iter()
+        .filter(|(name, _)| SESSION_COMMANDS.contains(&name.as_str()))
         .collect()
-}
-
-async fn reset_stats(port: u16) {
-    let () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut connect(port).await)
-        .await
-        .unwrap();
 }
 
 /// The instance's local cache: (times it went live, whether it serves now).
@@ -131,7 +111,7 @@ async fn a_hot_session_behind_the_sentinels_costs_no_store_round_trip_after_the_
     )
     .await;
     assert_eq!(b.api(Method::GET, "/api/first").await.status(), 200);
-    reset_stats(master).await;
+    reset_stats(&mut connect(master).await).await;
     for i in 0..100 {
         assert_eq!(
             b.api(Method::GET, &format!("/api/hot/{i}")).await.status(),
@@ -173,7 +153,7 @@ async fn after_a_failover_a_logout_on_one_instance_makes_the_next_request_on_ano
     .await;
     let tracked = cache(&b).0;
     // B holds the session in its cache, tracked on the old master.
-    reset_stats(master).await;
+    reset_stats(&mut connect(master).await).await;
     for _ in 0..3 {
         assert_eq!(on_b.api(Method::GET, "/api/b").await.status(), 200);
     }

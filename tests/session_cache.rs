@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
+use support::redis_topology::{command_calls, reset_stats};
 use support::*;
 
 /// A `redis-server` of this test alone, on a free port; killed when dropped.
@@ -59,31 +60,11 @@ impl OwnRedis {
 
     /// Calls per command since the last `CONFIG RESETSTAT`.
     async fn command_calls(&self) -> BTreeMap<String, u64> {
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut self.conn().await)
-            .await
-            .unwrap();
-        info.lines()
-            .filter_map(|line| {
-                let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-                let calls = rest
-                    .strip_prefix("calls=")?
-                    .split(',')
-                    .next()?
-                    .parse()
-                    .ok()?;
-                Some((name.to_owned(), calls))
-            })
-            .collect()
+        command_calls(&mut self.conn().await).await
     }
 
     async fn reset_stats(&self) {
-        let () = redis::cmd("CONFIG")
-            .arg("RESETSTAT")
-            .query_async(&mut self.conn().await)
-            .await
-            .unwrap();
+        reset_stats(&mut self.conn().await).await;
     }
 }
 

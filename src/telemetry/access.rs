@@ -27,6 +27,7 @@ use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::layer::{Context, Layer};
 
 use super::request_id::RequestId;
+use super::span_json::quoted;
 
 /// The target of the access line (and of nothing else).
 pub const TARGET: &str = "gatehouse::access";
@@ -159,18 +160,18 @@ impl<W, T: FormatTime> Access<W, T> {
                 out.push_str("{\"timestamp\":\"");
                 self.clock.format_time(&mut Writer::new(out))?;
                 out.push_str("\",\"level\":\"INFO\",\"message\":\"request\",\"method\":");
-                json_str(out, &f.method)?;
+                quoted(out, &f.method)?;
                 out.push_str(",\"client\":");
-                json_str(out, &f.client)?;
+                quoted(out, &f.client)?;
                 out.push_str(",\"route\":");
-                json_str(out, &f.route)?;
+                quoted(out, &f.route)?;
                 write!(
                     out,
                     ",\"status\":{},\"latency_us\":{},\"session\":{}",
                     f.status, f.latency_us, f.session
                 )?;
                 out.push_str(",\"target\":\"gatehouse::access\",\"span\":{\"request_id\":");
-                json_str(out, &f.request_id)?;
+                quoted(out, &f.request_id)?;
                 out.push_str(",\"name\":\"request\"}}");
             }
         }
@@ -198,20 +199,6 @@ fn debug_str(out: &mut String, value: &str) -> fmt::Result {
         Ok(())
     } else {
         write!(out, "{value:?}")
-    }
-}
-
-/// `value` as a JSON string, escaped as serde_json escapes it.
-fn json_str(out: &mut String, value: &str) -> fmt::Result {
-    if value.bytes().all(|b| b >= b' ' && b != b'"' && b != b'\\') {
-        out.push('"');
-        out.push_str(value);
-        out.push('"');
-        Ok(())
-    } else {
-        let quoted = serde_json::to_string(value).map_err(|_| fmt::Error)?;
-        out.push_str(&quoted);
-        Ok(())
     }
 }
 
@@ -271,40 +258,11 @@ impl Visit for Fields {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use tracing_subscriber::fmt;
     use tracing_subscriber::layer::SubscriberExt as _;
 
     use super::*;
-
-    /// The same instant for both writers.
-    struct Fixed;
-
-    impl FormatTime for Fixed {
-        fn format_time(&self, w: &mut Writer<'_>) -> std::fmt::Result {
-            w.write_str("2026-01-05T10:00:00.123456Z")
-        }
-    }
-
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Buffer {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Buffer {
-        fn text(&self) -> String {
-            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-        }
-    }
+    use crate::telemetry::testing::{Buffer, Fixed};
 
     /// Lines that differ in every field that has a choice: method, address family, a route
     /// that needs escaping, a failed request without a session.
@@ -335,11 +293,10 @@ mod tests {
     /// fields of the event, the request id in the request span.
     fn as_tracing_subscriber_wrote_it(style: Style, line: &Line<'_>) -> String {
         let buf = Buffer::default();
-        let writer = buf.clone();
         let layer = match style {
             Style::Text { ansi } => fmt::layer()
                 .with_timer(Fixed)
-                .with_writer(move || writer.clone())
+                .with_writer(buf.writer())
                 .with_target(false)
                 .with_ansi(ansi)
                 .boxed(),
@@ -349,7 +306,7 @@ mod tests {
                 .with_current_span(true)
                 .with_span_list(false)
                 .with_timer(Fixed)
-                .with_writer(move || writer.clone())
+                .with_writer(buf.writer())
                 .boxed(),
         };
         tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
@@ -371,10 +328,9 @@ mod tests {
 
     fn as_access_writes_it(style: Style, line: &Line<'_>) -> String {
         let buf = Buffer::default();
-        let writer = buf.clone();
         let access = Access {
             style,
-            writer: move || writer.clone(),
+            writer: buf.writer(),
             clock: Fixed,
         };
         tracing::subscriber::with_default(tracing_subscriber::registry().with(access), || {
@@ -402,10 +358,9 @@ mod tests {
     #[test]
     fn other_events_are_not_access_lines() {
         let buf = Buffer::default();
-        let writer = buf.clone();
         let access = Access {
             style: Style::Json,
-            writer: move || writer.clone(),
+            writer: buf.writer(),
             clock: Fixed,
         };
         tracing::subscriber::with_default(tracing_subscriber::registry().with(access), || {

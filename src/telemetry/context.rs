@@ -109,10 +109,12 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let scope = ctx.event_scope();
-        let spans = scope.is_some();
-        let spanned = ctx.event_scope().is_some_and(|mut scope| {
-            scope.any(|span| span.metadata().target() == REQUEST_SPAN_TARGET)
+        // Whether the line names spans, and whether one of them is a request's.
+        let (spans, spanned) = ctx.event_scope().map_or((false, false), |mut scope| {
+            (
+                true,
+                scope.any(|span| span.metadata().target() == REQUEST_SPAN_TARGET),
+            )
         });
         let id = if spanned { None } else { current() };
         let Some(id) = id else {
@@ -174,43 +176,19 @@ impl<F> Prefixed<F> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::fmt;
-    use tracing_subscriber::fmt::time::FormatTime;
     use tracing_subscriber::layer::SubscriberExt as _;
 
     use super::*;
     use crate::telemetry::span_json::SpanFields;
-
-    struct Fixed;
-
-    impl FormatTime for Fixed {
-        fn format_time(&self, w: &mut Writer<'_>) -> std::fmt::Result {
-            w.write_str("2026-01-05T10:00:00.123456Z")
-        }
-    }
-
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Buffer {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::telemetry::testing::{Buffer, Fixed};
 
     /// The lines `f` logs through a formatter of `shape`, prefixed (ours) or not (the
     /// reference, which gets the request from a real span).
     fn lines(shape: Shape, prefixed: bool, f: impl FnOnce()) -> String {
         let buf = Buffer::default();
-        let out = buf.clone();
-        let writer = move || out.clone();
+        let writer = buf.writer();
         let layer = match (shape, prefixed) {
             (Shape::Text { ansi }, false) => fmt::layer()
                 .with_ansi(ansi)
@@ -249,7 +227,7 @@ mod tests {
             }
         };
         tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), f);
-        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+        buf.text()
     }
 
     fn events() {

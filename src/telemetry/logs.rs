@@ -218,40 +218,20 @@ impl FormatTime for Clock {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use tracing_subscriber::layer::SubscriberExt as _;
 
     use super::*;
     use crate::telemetry::request_id::RequestId;
+    use crate::telemetry::testing::Buffer;
     use crate::telemetry::trace::{RequestSpans, store_span};
-
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Buffer {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     /// The lines logged by `f` in `format` with `filter`.
     fn logged(format: LogFormat, filter: &str, f: impl FnOnce()) -> Vec<String> {
         let buf = Buffer::default();
-        let writer = buf.clone();
-        let subscriber = tracing_subscriber::registry().with(layer_with(
-            format,
-            filter,
-            move || writer.clone(),
-            false,
-        ));
+        let subscriber =
+            tracing_subscriber::registry().with(layer_with(format, filter, buf.writer(), false));
         tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        text.lines().map(str::to_owned).collect()
+        buf.text().lines().map(str::to_owned).collect()
     }
 
     fn in_a_request() {

@@ -21,6 +21,8 @@ pub mod request_id;
 pub mod scrape;
 mod span_json;
 pub mod tally;
+#[cfg(test)]
+mod testing;
 pub mod trace;
 
 pub use logs::LogFormat;

@@ -98,7 +98,7 @@ struct Direct<'a, 'w> {
 impl Direct<'_, '_> {
     fn open(&mut self, field: &Field) -> fmt::Result {
         self.writer.write_str("{")?;
-        Escaped(self.writer).quoted(field.name())?;
+        quoted(self.writer, field.name())?;
         self.writer.write_str(":\"")
     }
 }
@@ -119,18 +119,17 @@ impl Visit for Direct<'_, '_> {
     }
 }
 
-/// Text inside a JSON string, escaped as serde_json escapes it.
-struct Escaped<'a, 'w>(&'a mut Writer<'w>);
-
-impl Escaped<'_, '_> {
-    fn quoted(&mut self, s: &str) -> fmt::Result {
-        self.0.write_char('"')?;
-        self.write_str(s)?;
-        self.0.write_char('"')
-    }
+/// `s` as a JSON string, quoted and escaped as serde_json escapes it.
+pub(super) fn quoted(out: &mut dyn fmt::Write, s: &str) -> fmt::Result {
+    out.write_char('"')?;
+    Escaped(out).write_str(s)?;
+    out.write_char('"')
 }
 
-impl fmt::Write for Escaped<'_, '_> {
+/// Text inside a JSON string, escaped as serde_json escapes it.
+struct Escaped<'a>(&'a mut dyn fmt::Write);
+
+impl fmt::Write for Escaped<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let mut plain = 0;
         for (i, b) in s.bytes().enumerate() {
@@ -159,21 +158,19 @@ impl fmt::Write for Escaped<'_, '_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use tracing_subscriber::fmt;
     use tracing_subscriber::fmt::format::FmtSpan;
     use tracing_subscriber::layer::SubscriberExt as _;
 
     use super::*;
+    use crate::telemetry::testing::Buffer;
 
     /// The JSON lines logged by `f`, span fields written by `N`.
     fn lines<N>(fields: N, f: impl FnOnce()) -> String
     where
         N: for<'w> FormatFields<'w> + Send + Sync + 'static,
     {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let out = Arc::clone(&buf);
+        let buf = Buffer::default();
         let layer = fmt::layer()
             .json()
             .flatten_event(true)
@@ -182,21 +179,9 @@ mod tests {
             .without_time()
             .with_span_events(FmtSpan::CLOSE)
             .fmt_fields(fields)
-            .with_writer(move || Sink(Arc::clone(&out)));
+            .with_writer(buf.writer());
         tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), f);
-        String::from_utf8(buf.lock().unwrap().clone()).unwrap()
-    }
-
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Sink {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+        buf.text()
     }
 
     #[test]

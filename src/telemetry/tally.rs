@@ -135,8 +135,8 @@ pub fn render<'a>(
     let [requests, duration, upstream, retries] = names;
     family(out, requests, "counter");
     for (route, sums) in &sums {
+        let route = escaped(route);
         for (class, count) in STATUS_CLASSES.iter().zip(sums.requests) {
-            let route = escaped(route);
             let _ = writeln!(
                 out,
                 "{}{{route=\"{route}\",status=\"{class}\"}} {count}",

@@ -16,7 +16,10 @@ mod tls;
 mod traffic;
 
 pub use cluster::{Cluster, NodeLine, slot_of};
-pub use proc::{Proc, TempDir, connect, eventually, free_port, info, url, wait_answering};
+pub use proc::{
+    Proc, TempDir, command_calls, connect, eventually, free_port, info, reset_stats, url,
+    wait_answering,
+};
 pub use sentinel::{MASTER_NAME, Sentinels, role};
 pub use tls::{ACL_COMMANDS, ACL_USER, TestCa, TlsRedis};
 pub use traffic::{Seen, Traffic};

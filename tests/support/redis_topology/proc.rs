@@ -166,6 +166,38 @@ pub async fn wait_listening(port: u16) {
     }
 }
 
+/// Calls per command (`INFO commandstats`) since the server's last [`reset_stats`].
+pub async fn command_calls(
+    conn: &mut impl redis::aio::ConnectionLike,
+) -> std::collections::BTreeMap<String, u64> {
+    let text: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    text.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// `CONFIG RESETSTAT`: command counts start again from zero.
+pub async fn reset_stats(conn: &mut impl redis::aio::ConnectionLike) {
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
 /// `INFO <section>` as `field -> value`.
 pub async fn info(
     conn: &mut impl redis::aio::ConnectionLike,
