@@ -191,6 +191,23 @@ async fn request_heads_are_capped_at_exactly_64_kib_on_new_and_reused_connection
 }
 
 #[tokio::test]
+async fn a_request_with_more_than_100_header_fields_is_refused_with_431_and_100_pass() {
+    let (_p, _u, gh) = stack_with_server("").await;
+    let host = gh.addr.to_string();
+    // `Host` is one field: 99 more make 100, 100 more make 101. Gatehouse answers `/healthz`
+    // itself, so no upstream's own cap is in the way.
+    for (extra, expected) in [(99, 200), (100, 431)] {
+        let fields: String = (0..extra)
+            .map(|i| format!("X-Field-{i}: {i}\r\n"))
+            .collect();
+        let request = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n{fields}\r\n");
+        let mut s = tokio::net::TcpStream::connect(gh.addr).await.unwrap();
+        let status = send_segmented(&mut s, &request, usize::MAX).await;
+        assert_eq!(status, expected, "{} header fields", extra + 1);
+    }
+}
+
+#[tokio::test]
 async fn an_idle_http2_connection_is_closed_even_while_it_answers_pings() {
     let (_p, _u, gh) = stack_with_server("idle_timeout = \"1s\"").await;
     let stream = tokio::net::TcpStream::connect(gh.addr).await.unwrap();

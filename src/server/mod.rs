@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::app::{App, StartError};
 use crate::config::Config;
-use crate::pipeline::{self, MAX_HEAD_BYTES, MAX_HEADERS};
+use crate::pipeline::{self, MAX_HEAD_BYTES};
 use crate::websocket::{self, Close};
 use conn::{Activity, PerIp, Slot, Tracked};
 pub use conn::{ConnHandle, ConnHold};
@@ -355,7 +355,8 @@ fn builder(app: &App) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(app.config().server.header_read_timeout)
-        .max_headers(MAX_HEADERS)
+        // No `.max_headers(MAX_HEADERS)`: hyper's own HTTP/1 cap is the same 100 fields (431
+        // past it), and setting one makes hyper fill a 100-entry buffer for every request.
         // A memory bound only: the exact head-size limit is the pipeline's.
         .max_buf_size(MAX_HEAD_BYTES * 2);
     builder
