@@ -29,6 +29,66 @@ pub struct ClientInfo {
     pub host: Option<String>,
 }
 
+/// An IP address as text, as `Display` writes it; IPv4 (nearly every client) without `fmt`,
+/// since every request forwards one and logs one.
+#[derive(Clone, Copy)]
+pub struct IpText {
+    buf: [u8; IPV6_TEXT_MAX],
+    len: usize,
+}
+
+/// The longest IPv6 text: `ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`.
+const IPV6_TEXT_MAX: usize = 45;
+
+impl IpText {
+    pub fn new(ip: IpAddr) -> IpText {
+        let mut text = IpText {
+            buf: [0; IPV6_TEXT_MAX],
+            len: 0,
+        };
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push(b'.');
+                    }
+                    if octet >= 100 {
+                        text.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        text.push(b'0' + octet / 10 % 10);
+                    }
+                    text.push(b'0' + octet % 10);
+                }
+            }
+            IpAddr::V6(v6) => {
+                use std::io::Write as _;
+                let mut rest = &mut text.buf[..];
+                // Never fails: the buffer holds the longest IPv6 text.
+                let _ = write!(rest, "{v6}");
+                text.len = IPV6_TEXT_MAX - rest.len();
+            }
+        }
+        text
+    }
+
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever written.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for IpText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Whether `ip` is one of the trusted proxies.
 pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     let ip = canonical(ip);
@@ -48,7 +108,7 @@ pub fn client(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Clien
     let peer_ip = canonical(peer.ip());
     let untrusted = || ClientInfo {
         ip: peer_ip,
-        chain: peer_ip.to_string(),
+        chain: IpText::new(peer_ip).as_str().to_owned(),
         proto: None,
         host: None,
     };
@@ -70,8 +130,8 @@ pub fn client(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Clien
     let kept: Vec<String> = hops
         .drain(start..)
         .flatten()
-        .map(|ip| ip.to_string())
-        .chain(std::iter::once(peer_ip.to_string()))
+        .map(|ip| IpText::new(ip).as_str().to_owned())
+        .chain(std::iter::once(IpText::new(peer_ip).as_str().to_owned()))
         .collect();
     let single = |name: &str| {
         let mut values = headers.get_all(name).iter();
@@ -139,6 +199,26 @@ fn parse_hop(entry: &str) -> Option<IpAddr> {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn ip_text_reads_exactly_as_display_writes_for_every_ipv4_octet_and_ipv6_form() {
+        let mut ips: Vec<IpAddr> = (0..=255u8)
+            .map(|o| IpAddr::from([o, 255 - o, o / 7, 9]))
+            .collect();
+        for v6 in [
+            "::",
+            "::1",
+            "2001:db8::1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
+            "fe80::1:2:3:4",
+        ] {
+            ips.push(v6.parse().unwrap());
+        }
+        for ip in ips {
+            assert_eq!(IpText::new(ip).as_str(), ip.to_string());
+        }
+    }
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|n| n.parse().unwrap()).collect()

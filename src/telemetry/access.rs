@@ -52,7 +52,7 @@ pub fn log(line: &Line<'_>) {
         target: TARGET,
         request_id = line.request_id.as_str(),
         method = line.method.as_str(),
-        client = %line.client,
+        client = %crate::forwarded::IpText::new(line.client),
         route = line.route,
         status = line.status.as_u16(),
         latency_us = u64::try_from(line.latency.as_micros()).unwrap_or(u64::MAX),
@@ -125,11 +125,15 @@ impl<W, T: FormatTime> Access<W, T> {
                 out.push_str(&f.client);
                 out.push_str(" route=");
                 debug_str(out, &f.route)?;
-                write!(
-                    out,
-                    " status={} latency_us={} session={}",
-                    f.status, f.latency_us, f.session
-                )?;
+                out.push_str(" status=");
+                number(out, f.status);
+                out.push_str(" latency_us=");
+                number(out, f.latency_us);
+                out.push_str(if f.session {
+                    " session=true"
+                } else {
+                    " session=false"
+                });
             }
             Style::Text { ansi: true } => {
                 // As tracing-subscriber paints them: time and separators dimmed, the level
@@ -150,11 +154,13 @@ impl<W, T: FormatTime> Access<W, T> {
                 debug_str(out, &f.route)?;
                 out.push(' ');
                 named(out, "status");
-                write!(out, "{} ", f.status)?;
+                number(out, f.status);
+                out.push(' ');
                 named(out, "latency_us");
-                write!(out, "{} ", f.latency_us)?;
+                number(out, f.latency_us);
+                out.push(' ');
                 named(out, "session");
-                write!(out, "{}", f.session)?;
+                out.push_str(if f.session { "true" } else { "false" });
             }
             Style::Json => {
                 out.push_str("{\"timestamp\":\"");
@@ -165,11 +171,15 @@ impl<W, T: FormatTime> Access<W, T> {
                 quoted(out, &f.client)?;
                 out.push_str(",\"route\":");
                 quoted(out, &f.route)?;
-                write!(
-                    out,
-                    ",\"status\":{},\"latency_us\":{},\"session\":{}",
-                    f.status, f.latency_us, f.session
-                )?;
+                out.push_str(",\"status\":");
+                number(out, f.status);
+                out.push_str(",\"latency_us\":");
+                number(out, f.latency_us);
+                out.push_str(if f.session {
+                    ",\"session\":true"
+                } else {
+                    ",\"session\":false"
+                });
                 out.push_str(",\"target\":\"gatehouse::access\",\"span\":{\"request_id\":");
                 quoted(out, &f.request_id)?;
                 out.push_str(",\"name\":\"request\"}}");
@@ -178,6 +188,11 @@ impl<W, T: FormatTime> Access<W, T> {
         out.push('\n');
         Ok(())
     }
+}
+
+/// `n` in decimal, as `{}` writes it.
+fn number(out: &mut String, n: u64) {
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 /// `name=` as tracing-subscriber paints a field name.
@@ -315,7 +330,7 @@ mod tests {
             tracing::info!(
                 target: TARGET,
                 method = %line.method,
-                client = %line.client,
+                client = %crate::forwarded::IpText::new(line.client),
                 route = line.route,
                 status = line.status.as_u16(),
                 latency_us = u64::try_from(line.latency.as_micros()).unwrap(),
