@@ -96,6 +96,8 @@ pub struct Upstream {
     /// (`retry_idempotent_writes`).
     pub retry_idempotent_writes: bool,
     pub health: Option<HealthCheck>,
+    /// Where the forwarder keeps this upstream's group once found (no part of its value).
+    pub(crate) group: crate::proxy::balance::GroupCell,
 }
 
 impl Upstream {
@@ -109,6 +111,7 @@ impl Upstream {
             origins,
             retry_idempotent_writes,
             health,
+            group: Default::default(),
         })
     }
 
@@ -118,6 +121,7 @@ impl Upstream {
             origins: vec![Origin::parse(raw)?],
             retry_idempotent_writes: false,
             health: None,
+            group: Default::default(),
         })
     }
 

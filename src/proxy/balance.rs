@@ -14,10 +14,11 @@
 //!    until a check passes; a passing check also ends a cool-down.
 //! 5. When every endpoint is out, the request fails at once (502 `upstream_unavailable`).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -249,9 +250,43 @@ impl Group {
     }
 }
 
+/// The group an [`Upstream`] of a loaded config was found to be, kept beside it so that its
+/// requests reach the group with no look-up and no shared count taken. It is no part of the
+/// upstream's value: comparisons and hashes skip it, and a clone starts empty.
+#[derive(Default)]
+pub struct GroupCell(OnceLock<(u64, Arc<Group>)>);
+
+impl Clone for GroupCell {
+    fn clone(&self) -> GroupCell {
+        GroupCell::default()
+    }
+}
+
+impl PartialEq for GroupCell {
+    fn eq(&self, _: &GroupCell) -> bool {
+        true
+    }
+}
+
+impl Eq for GroupCell {}
+
+impl std::hash::Hash for GroupCell {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+
+impl std::fmt::Debug for GroupCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GroupCell")
+    }
+}
+
+/// Tells registries apart, so that a cell filled by one is never read by another.
+static NEXT_REGISTRY: AtomicU64 = AtomicU64::new(1);
+
 /// Every endpoint and group alive in this process, so that health and pools are shared by
 /// the routes (and the config versions) that name the same address.
 pub struct Registry {
+    id: u64,
     endpoints: Mutex<HashMap<(Origin, SocketAddr), Weak<Endpoint>>>,
     groups: ArcSwap<HashMap<Upstream, Arc<Group>>>,
     /// Builds an endpoint's clients.
@@ -280,6 +315,7 @@ impl Registry {
     pub fn new(clients: super::clients::Factory) -> Registry {
         Registry {
             endpoints: Mutex::default(),
+            id: NEXT_REGISTRY.fetch_add(1, Ordering::Relaxed),
             groups: ArcSwap::default(),
             clients,
             lookup: system_lookup(),
@@ -304,6 +340,20 @@ impl Registry {
         ));
         map.insert(key, Arc::downgrade(&e));
         e
+    }
+
+    /// The group of `upstream`: after the first request of a config, the one its cell keeps
+    /// (see [`GroupCell`]); else [`Registry::group`].
+    pub fn group_of<'u>(self: &Arc<Self>, upstream: &'u Upstream) -> Cow<'u, Arc<Group>> {
+        let (id, group) = upstream
+            .group
+            .0
+            .get_or_init(|| (self.id, self.group(upstream)));
+        if *id == self.id {
+            Cow::Borrowed(group)
+        } else {
+            Cow::Owned(self.group(upstream))
+        }
     }
 
     /// The group of `upstream` (lock-free when it exists), made on first use.

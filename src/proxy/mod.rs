@@ -130,7 +130,7 @@ impl Forwarder {
         Fut: Future<Output = Result<Response<Incoming>, hyper_util::client::legacy::Error>>,
     {
         let deadline = tokio::time::Instant::now() + route.timeout;
-        let group = self.registry.group(upstream);
+        let group = self.registry.group_of(upstream);
         let endpoints = group.endpoints(&self.registry).await;
         let repeatable = retry::is_repeatable(&head.method, upstream.retry_idempotent_writes);
         let mut refused: Vec<Arc<Endpoint>> = Vec::new();

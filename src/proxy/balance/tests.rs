@@ -147,3 +147,34 @@ fn routes_naming_the_same_address_share_its_endpoint() {
     let b1 = Arc::clone(&b.endpoints.load()[1]);
     assert!(Arc::ptr_eq(&a0, &b1));
 }
+
+#[test]
+fn an_upstream_keeps_its_group_for_its_registry_only_and_a_clone_of_it_starts_empty() {
+    let (r1, r2) = (registry(), registry());
+    let u = upstream(&["http://127.0.0.1:1"]);
+    let first = Arc::clone(&r1.group_of(&u));
+    assert!(
+        Arc::ptr_eq(&first, &r1.group(&u)),
+        "the registry's own group"
+    );
+    assert!(
+        matches!(r1.group_of(&u), Cow::Borrowed(_)),
+        "kept: no look-up"
+    );
+    assert!(Arc::ptr_eq(&r1.group_of(&u), &first));
+
+    let other = r2.group_of(&u);
+    assert!(
+        matches!(other, Cow::Owned(_)),
+        "another registry looks it up"
+    );
+    assert!(Arc::ptr_eq(&other, &r2.group(&u)));
+    assert!(!Arc::ptr_eq(&other, &first));
+
+    let copy = u.clone();
+    assert_eq!(copy, u, "the cell is no part of the value");
+    assert!(
+        Arc::ptr_eq(&r2.group_of(&copy), &r2.group(&u)),
+        "a clone fills its own cell"
+    );
+}
