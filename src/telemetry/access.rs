@@ -125,15 +125,7 @@ impl<W, T: FormatTime> Access<W, T> {
                 out.push_str(&f.client);
                 out.push_str(" route=");
                 debug_str(out, &f.route)?;
-                out.push_str(" status=");
-                number(out, f.status);
-                out.push_str(" latency_us=");
-                number(out, f.latency_us);
-                out.push_str(if f.session {
-                    " session=true"
-                } else {
-                    " session=false"
-                });
+                outcome(out, f, [" status=", " latency_us=", " session="]);
             }
             Style::Text { ansi: true } => {
                 // As tracing-subscriber paints them: time and separators dimmed, the level
@@ -171,15 +163,11 @@ impl<W, T: FormatTime> Access<W, T> {
                 quoted(out, &f.client)?;
                 out.push_str(",\"route\":");
                 quoted(out, &f.route)?;
-                out.push_str(",\"status\":");
-                number(out, f.status);
-                out.push_str(",\"latency_us\":");
-                number(out, f.latency_us);
-                out.push_str(if f.session {
-                    ",\"session\":true"
-                } else {
-                    ",\"session\":false"
-                });
+                outcome(
+                    out,
+                    f,
+                    [",\"status\":", ",\"latency_us\":", ",\"session\":"],
+                );
                 out.push_str(",\"target\":\"gatehouse::access\",\"span\":{\"request_id\":");
                 quoted(out, &f.request_id)?;
                 out.push_str(",\"name\":\"request\"}}");
@@ -193,6 +181,16 @@ impl<W, T: FormatTime> Access<W, T> {
 /// `n` in decimal, as `{}` writes it.
 fn number(out: &mut String, n: u64) {
     out.push_str(itoa::Buffer::new().format(n));
+}
+
+/// The status, latency and session fields, each after its label as the format writes it.
+fn outcome(out: &mut String, f: &Fields, labels: [&str; 3]) {
+    out.push_str(labels[0]);
+    number(out, f.status);
+    out.push_str(labels[1]);
+    number(out, f.latency_us);
+    out.push_str(labels[2]);
+    out.push_str(if f.session { "true" } else { "false" });
 }
 
 /// `name=` as tracing-subscriber paints a field name.
