@@ -18,7 +18,10 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::cookie::CookieNames;
 
-static HOP_BY_HOP: [HeaderName; 8] = [
+/// How many [`HOP_BY_HOP`] names there are: each has a bit in a `u8` (`strip_hop_by_hop`).
+const HOP_BY_HOP_COUNT: usize = 8;
+const _: () = assert!(HOP_BY_HOP_COUNT <= u8::BITS as usize);
+static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),

@@ -1,6 +1,6 @@
 //! The request path's metrics (requests, their latency, upstream latency and retries, per
-//! route; session store calls' latency, per operation), kept per worker: each worker adds to slots of its own, on cache lines of their own,
-//! and a scrape sums the slots. The Prometheus recorder's histograms push every sample onto
+//! route; session store calls' latency, per operation), kept per worker: each worker adds to
+//! slots of its own, on cache lines of their own, and a scrape sums the slots. The Prometheus recorder's histograms push every sample onto
 //! one list shared by every thread (contended atomics per sample, a block allocated every few
 //! dozen, drained later); these count into their fixed buckets in place, and nothing on the
 //! request path writes memory another worker writes.
@@ -42,6 +42,14 @@ impl Histogram {
         }
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Adds these slots to `(counts, nanos)`, a sum over lanes.
+    fn add_to(&self, (counts, nanos): &mut ([u64; BUCKETS], u64)) {
+        for (total, count) in counts.iter_mut().zip(&self.counts) {
+            *total += count.load(Ordering::Relaxed);
+        }
+        *nanos += self.sum_nanos.load(Ordering::Relaxed);
     }
 }
 
@@ -100,15 +108,8 @@ impl RouteTally {
                 *sum += read(count);
             }
             sums.retries += read(&lane.retries);
-            for (sum, histogram) in [
-                (&mut sums.duration, &lane.duration),
-                (&mut sums.upstream, &lane.upstream),
-            ] {
-                for (total, count) in sum.0.iter_mut().zip(&histogram.counts) {
-                    *total += read(count);
-                }
-                sum.1 += read(&histogram.sum_nanos);
-            }
+            lane.duration.add_to(&mut sums.duration);
+            lane.upstream.add_to(&mut sums.upstream);
         }
         sums
     }
@@ -231,14 +232,11 @@ impl StoreTally {
     pub fn render(&self, out: &mut String, (name, help): (&str, &str)) {
         family(out, (name, help), "histogram");
         for (i, op) in STORE_OPS.iter().enumerate() {
-            let (mut counts, mut nanos) = ([0u64; BUCKETS], 0);
+            let mut sum = ([0u64; BUCKETS], 0);
             for lane in &*self.lanes {
-                let histogram = &lane.ops[i];
-                for (total, count) in counts.iter_mut().zip(&histogram.counts) {
-                    *total += count.load(Ordering::Relaxed);
-                }
-                nanos += histogram.sum_nanos.load(Ordering::Relaxed);
+                lane.ops[i].add_to(&mut sum);
             }
+            let (counts, nanos) = sum;
             let label = ("op", (*op).to_owned());
             write_histogram(out, name, &label, &STORE_BUCKETS, &counts, nanos);
         }
