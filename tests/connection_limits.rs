@@ -208,6 +208,41 @@ async fn a_request_with_more_than_100_header_fields_is_refused_with_431_and_100_
 }
 
 #[tokio::test]
+async fn a_keep_alive_connection_idles_past_the_header_timeout_until_idle_timeout() {
+    let (_p, _u, gh) =
+        stack_with_server("header_read_timeout = \"1s\"\nidle_timeout = \"4s\"").await;
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", gh.addr);
+    let mut s = tokio::net::TcpStream::connect(gh.addr).await.unwrap();
+    assert_eq!(send_segmented(&mut s, &request, usize::MAX).await, 200);
+    // Idle for twice the header timeout: no head is being sent, so only idle_timeout counts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        send_segmented(&mut s, &request, usize::MAX).await,
+        200,
+        "the same connection still serves after 2 s idle"
+    );
+}
+
+#[tokio::test]
+async fn a_head_left_unfinished_on_a_kept_alive_connection_is_cut_at_the_header_timeout() {
+    let (_p, _u, gh) =
+        stack_with_server("header_read_timeout = \"1s\"\nidle_timeout = \"30s\"").await;
+    let host = gh.addr.to_string();
+    let mut s = tokio::net::TcpStream::connect(gh.addr).await.unwrap();
+    let first = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    assert_eq!(send_segmented(&mut s, &first, usize::MAX).await, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let t = closed_after(s).await;
+    assert!(
+        t >= Duration::from_millis(900) && t < Duration::from_secs(3),
+        "an unfinished head held the connection for {t:?} (idle_timeout is 30 s)"
+    );
+}
+
+#[tokio::test]
 async fn an_idle_http2_connection_is_closed_even_while_it_answers_pings() {
     let (_p, _u, gh) = stack_with_server("idle_timeout = \"1s\"").await;
     let stream = tokio::net::TcpStream::connect(gh.addr).await.unwrap();

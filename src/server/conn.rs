@@ -1,17 +1,24 @@
 //! One connection's bookkeeping: requests in flight (to close idle connections, HTTP/2 pings
-//! or not), the per-client-IP cap, the response body that reports when it is done, and what
-//! a WebSocket upgraded from the connection holds so that it stays counted.
+//! or not), the time an HTTP/1 client has been sending a request head (to drop slow ones),
+//! the per-client-IP cap, the response body that reports when it is done, and what a
+//! WebSocket upgraded from the connection holds so that it stays counted.
+//!
+//! Both deadlines share one timer per connection that moves only when it has to: it is
+//! pulled earlier when a head starts, and left alone while requests come and go, so a
+//! request costs no timer of its own (see [`Expiry`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -19,20 +26,30 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use crate::response::Body;
 use crate::telemetry::metrics::OpenConnection;
 
-/// Requests in flight on one connection and when it last became idle.
+/// `head_since_ms` when no request head is being received.
+const NO_HEAD: u64 = u64::MAX;
+
+/// Requests in flight on one connection, when it last became idle, and when the head of the
+/// next request started to arrive.
 pub struct Activity {
     started: Instant,
     in_flight: AtomicUsize,
     /// Milliseconds since `started` at which `in_flight` last dropped to zero.
     idle_since_ms: AtomicU64,
+    /// Milliseconds since `started` at which the first bytes of a request head came in while
+    /// nothing was in flight, until that request starts; [`NO_HEAD`] otherwise.
+    head_since_ms: AtomicU64,
 }
 
 impl Activity {
-    pub fn new() -> Arc<Activity> {
+    /// `head_started`: the connection opens with a request head on its way (HTTP/1: the
+    /// first bytes are already there), so the head timeout runs from now.
+    pub fn new(head_started: bool) -> Arc<Activity> {
         Arc::new(Activity {
             started: Instant::now(),
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            head_since_ms: AtomicU64::new(if head_started { 0 } else { NO_HEAD }),
         })
     }
 
@@ -43,28 +60,148 @@ impl Activity {
     /// Marks a request as started; it ends when the guard drops (with its response body).
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_since_ms.store(NO_HEAD, Ordering::Release);
         InFlight(Arc::clone(self))
     }
 
-    /// How long the connection has had nothing in flight, or `None` while it has.
-    fn idle_for(&self) -> Option<Duration> {
+    /// Bytes came in: with nothing in flight, they begin the next request's head.
+    fn received(&self) {
+        if self.in_flight.load(Ordering::Acquire) == 0
+            && self.head_since_ms.load(Ordering::Acquire) == NO_HEAD
+        {
+            self.head_since_ms.store(self.now_ms(), Ordering::Release);
+        }
+    }
+
+    /// When the connection expires if nothing changes, and why: `idle` after it last became
+    /// idle, or `head` (when given) after a request head began to arrive; `None` while busy.
+    fn due(&self, idle: Duration, head: Option<Duration>) -> Option<(Instant, Expired)> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
-        let since = self.idle_since_ms.load(Ordering::Acquire);
-        Some(Duration::from_millis(self.now_ms().saturating_sub(since)))
+        let at = |ms: u64, after: Duration| self.started + Duration::from_millis(ms) + after;
+        let idle_due = at(self.idle_since_ms.load(Ordering::Acquire), idle);
+        let head_since = self.head_since_ms.load(Ordering::Acquire);
+        match head {
+            Some(head) if head_since != NO_HEAD && at(head_since, head) < idle_due => {
+                Some((at(head_since, head), Expired::SlowHead))
+            }
+            _ => Some((idle_due, Expired::Idle)),
+        }
+    }
+}
+
+/// Why a connection's time is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// Nothing in flight for `server.idle_timeout`.
+    Idle,
+    /// A request head still unfinished after `server.header_read_timeout`.
+    SlowHead,
+}
+
+/// Completes once the connection has had nothing in flight for `idle`, or (with `head`) a
+/// request head has been arriving for longer than `head` (a client too slow to send its
+/// headers). Polled after the connection, so it sees a head start as soon as it happens.
+pub struct Expiry {
+    activity: Arc<Activity>,
+    idle: Duration,
+    head: Option<Duration>,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Expiry {
+    pub fn new(activity: Arc<Activity>, idle: Duration, head: Option<Duration>) -> Expiry {
+        let first = activity
+            .due(idle, head)
+            .map_or_else(|| Instant::now() + idle, |(at, _)| at);
+        Expiry {
+            activity,
+            idle,
+            head,
+            timer: Box::pin(tokio::time::sleep_until(first)),
+        }
+    }
+}
+
+impl Future for Expiry {
+    type Output = Expired;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Expired> {
+        let this = &mut *self;
+        loop {
+            // Only ever pulled earlier here: a later deadline waits for the timer to fire.
+            if let Some((due, _)) = this.activity.due(this.idle, this.head)
+                && due < this.timer.deadline()
+            {
+                this.timer.as_mut().reset(due);
+            }
+            ready!(this.timer.as_mut().poll(cx));
+            let now = Instant::now();
+            match this.activity.due(this.idle, this.head) {
+                Some((due, why)) if due <= now => return Poll::Ready(why),
+                Some((due, _)) => this.timer.as_mut().reset(due),
+                None => this.timer.as_mut().reset(now + this.idle),
+            }
+        }
+    }
+}
+
+/// A client's TCP connection that tells its [`Activity`] when bytes arrive.
+pub struct ClientStream {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl ClientStream {
+    pub fn new(stream: TcpStream, activity: Arc<Activity>) -> ClientStream {
+        ClientStream { stream, activity }
+    }
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.received();
+        }
+        read
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, data)
     }
 
-    /// Completes once the connection has been idle for `timeout`.
-    pub async fn idle(&self, timeout: Duration) {
-        loop {
-            let wait = match self.idle_for() {
-                Some(idle) if idle >= timeout => return,
-                Some(idle) => timeout - idle,
-                None => timeout,
-            };
-            tokio::time::sleep(wait).await;
-        }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -244,19 +381,51 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_connection_is_idle_only_with_nothing_in_flight() {
-        let activity = Activity::new();
+        let activity = Activity::new(false);
         let request = activity.begin();
-        let idle = tokio::time::timeout(
-            Duration::from_secs(5),
-            activity.idle(Duration::from_secs(1)),
-        );
-        assert!(idle.await.is_err(), "busy for 5 s: never idle");
+        let expiry = Expiry::new(Arc::clone(&activity), Duration::from_secs(1), None);
+        tokio::pin!(expiry);
+        let busy = tokio::time::timeout(Duration::from_secs(5), &mut expiry).await;
+        assert!(busy.is_err(), "busy for 5 s: never idle");
         drop(request);
-        tokio::time::timeout(
-            Duration::from_millis(1100),
-            activity.idle(Duration::from_secs(1)),
-        )
-        .await
-        .expect("idle one second after the last request ended");
+        let why = tokio::time::timeout(Duration::from_millis(1100), &mut expiry)
+            .await
+            .expect("idle one second after the last request ended");
+        assert_eq!(why, Expired::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_outlives_the_head_timeout_until_a_head_starts() {
+        let activity = Activity::new(false);
+        let head = Some(Duration::from_secs(2));
+        let expiry = Expiry::new(Arc::clone(&activity), Duration::from_secs(60), head);
+        tokio::pin!(expiry);
+        let idle = tokio::time::timeout(Duration::from_secs(10), &mut expiry).await;
+        assert!(
+            idle.is_err(),
+            "10 s idle with no head: kept for idle_timeout"
+        );
+        activity.received();
+        let started = Instant::now();
+        let why = tokio::time::timeout(Duration::from_millis(2100), &mut expiry)
+            .await
+            .expect("a head still unfinished 2 s after it began ends the connection");
+        assert_eq!(why, Expired::SlowHead);
+        assert!(started.elapsed() >= Duration::from_secs(2), "not before");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_that_arrive_while_a_request_is_in_flight_start_no_head() {
+        let activity = Activity::new(false);
+        let head = Some(Duration::from_secs(1));
+        let expiry = Expiry::new(Arc::clone(&activity), Duration::from_secs(60), head);
+        tokio::pin!(expiry);
+        let request = activity.begin();
+        activity.received();
+        let busy = tokio::time::timeout(Duration::from_secs(5), &mut expiry).await;
+        assert!(busy.is_err(), "a request body is no slow head");
+        drop(request);
+        let idle = tokio::time::timeout(Duration::from_secs(5), &mut expiry).await;
+        assert!(idle.is_err(), "idle after it, no head begun");
     }
 }

@@ -20,7 +20,7 @@ use crate::app::{App, StartError};
 use crate::config::Config;
 use crate::pipeline::{self, MAX_HEAD_BYTES};
 use crate::websocket::{self, Close};
-use conn::{Activity, PerIp, Slot, Tracked};
+use conn::{Activity, ClientStream, Expired, Expiry, PerIp, Slot, Tracked};
 pub use conn::{ConnHandle, ConnHold};
 
 const MAX_H2_STREAMS: u32 = 256;
@@ -28,22 +28,34 @@ const MAX_H2_STREAMS: u32 = 256;
 const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// Which protocol a client speaks, from its first bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
 /// Waits, at most `limit`, until the first bytes tell HTTP/1 from HTTP/2: anything that is
 /// not a prefix of the HTTP/2 preface is HTTP/1 (whose header timeout then applies); an
-/// HTTP/2 client must send the whole preface. Silent or stalled connections are dropped.
-async fn protocol_sniffed(stream: &tokio::net::TcpStream, limit: Duration) -> bool {
+/// HTTP/2 client must send the whole preface. `None`: silent or stalled, to be dropped.
+async fn protocol_sniffed(stream: &tokio::net::TcpStream, limit: Duration) -> Option<Protocol> {
     let mut buf = [0u8; 24];
     let sniff = async {
         loop {
             match stream.peek(&mut buf).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) if n >= H2_PREFACE.len() || buf[..n] != H2_PREFACE[..n] => return true,
+                Ok(0) | Err(_) => return None,
+                Ok(n) if n >= H2_PREFACE.len() && buf == *H2_PREFACE => {
+                    return Some(Protocol::Http2);
+                }
+                Ok(n) if n >= H2_PREFACE.len() || buf[..n] != H2_PREFACE[..n] => {
+                    return Some(Protocol::Http1);
+                }
                 // A partial preface: wait for the rest without spinning.
                 Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
             }
         }
     };
-    tokio::time::timeout(limit, sniff).await.unwrap_or(false)
+    tokio::time::timeout(limit, sniff).await.ok().flatten()
 }
 
 /// Serves `config` on `listener` until `shutdown` completes, then drains connections for at
@@ -205,7 +217,7 @@ async fn serve_on(
     let (stop, stopping) = watch::channel(false);
     let acceptor = Acceptor {
         app: Arc::clone(&app),
-        builder: Arc::new(builder(&app)),
+        builder: Arc::new(builder()),
         limit: Arc::new(Semaphore::new(server.max_connections)),
         per_ip: PerIp::new(server.max_connections_per_ip),
         alive,
@@ -349,12 +361,14 @@ async fn accept(listener: TcpListener, acceptor: Acceptor, stop: impl Future<Out
     }
 }
 
-fn builder(app: &App) -> auto::Builder<TokioExecutor> {
+fn builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(app.config().server.header_read_timeout)
+        // `server.header_read_timeout` is the connection's (`conn::Expiry`), not hyper's:
+        // hyper's arms a timer per request and runs it while a keep-alive connection idles
+        // too, closing it long before `server.idle_timeout`.
+        .header_read_timeout(None)
         // No `.max_headers(MAX_HEADERS)`: hyper's own HTTP/1 cap is the same 100 fields (431
         // past it), and setting one makes hyper fill a 100-entry buffer for every request.
         // A memory bound only: the exact head-size limit is the pipeline's.
@@ -382,11 +396,18 @@ async fn connection(
     slot: Arc<Slot>,
 ) {
     // A connection that never says which protocol it speaks would hold its slot forever.
-    if !protocol_sniffed(&stream, app.config().server.header_read_timeout).await {
+    let header_read_timeout = app.config().server.header_read_timeout;
+    let Some(protocol) = protocol_sniffed(&stream, header_read_timeout).await else {
         return;
-    }
-    let idle_timeout = app.config().server.idle_timeout;
-    let activity = Activity::new();
+    };
+    // HTTP/1 sends its first head now; HTTP/2 has no head timeout (pings keep it busy).
+    let http1 = protocol == Protocol::Http1;
+    let activity = Activity::new(http1);
+    let expiry = Expiry::new(
+        Arc::clone(&activity),
+        app.config().server.idle_timeout,
+        http1.then_some(header_read_timeout),
+    );
     let service = {
         let activity = Arc::clone(&activity);
         let handle = ConnHandle::new(slot, Arc::clone(&activity));
@@ -402,11 +423,15 @@ async fn connection(
             }
         })
     };
+    let stream = ClientStream::new(stream, Arc::clone(&activity));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let mut closing = false;
+    tokio::pin!(conn, expiry);
+    let (mut closing, mut expired) = (false, false);
     loop {
+        // Biased: the connection first, so that the expiry sees what its reads just told
+        // the activity (a head that began) before it decides how long to sleep.
         tokio::select! {
+            biased;
             result = conn.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "connection ended with an error");
@@ -417,10 +442,21 @@ async fn connection(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            () = activity.idle(idle_timeout), if !closing => {
-                tracing::debug!("closing an idle connection");
-                conn.as_mut().graceful_shutdown();
-                closing = true;
+            why = &mut expiry, if !expired => {
+                expired = true;
+                match why {
+                    Expired::Idle => {
+                        tracing::debug!("closing an idle connection");
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    // Dropped, not shut down: a head in progress would hold a graceful close
+                    // open until the client finished it.
+                    Expired::SlowHead => {
+                        tracing::debug!("dropping a connection too slow to send a request head");
+                        return;
+                    }
+                }
             }
         }
     }
