@@ -223,28 +223,33 @@ fn is_unreserved(b: u8) -> bool {
 /// segments, control characters, non-origin-form targets, and escaped unreserved characters
 /// (`/%61pi` is `/api` to a server that normalizes it).
 pub fn is_routable_path(path: &str) -> bool {
-    if !path.starts_with('/') || path.contains("//") {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
         return false;
     }
-    if path
-        .bytes()
-        .any(|b| !b.is_ascii_graphic() || b == b'\\' || b == b';')
-    {
+    // One pass over the bytes (every request's path goes through here); escapes and dot
+    // segments, which few paths have, are looked at only when the pass saw a `%` or a `.`.
+    let (mut escaped, mut dotted, mut prev) = (false, false, 0u8);
+    for &b in bytes {
+        if !b.is_ascii_graphic() || b == b'\\' || b == b';' || (b == b'/' && prev == b'/') {
+            return false;
+        }
+        escaped |= b == b'%';
+        dotted |= b == b'.';
+        prev = b;
+    }
+    if escaped && !escapes_are_safe(path) {
         return false;
     }
-    if path.contains('%') {
-        let lower = path.to_ascii_lowercase();
-        if ["%2f", "%5c", "%2e", "%00", "%3b", "%23", "%3f", "%25"]
-            .iter()
-            .any(|p| lower.contains(p))
-        {
-            return false;
-        }
-        if escaped_bytes(path.as_bytes()).any(is_unreserved) {
-            return false;
-        }
-    }
-    !path.split('/').any(|seg| seg == "." || seg == "..")
+    !dotted || !path.split('/').any(|seg| seg == "." || seg == "..")
+}
+
+/// No escape in `path` that a server might decode into a different path: of `/`, `\`, `.`,
+/// NUL, `;`, `#`, `?` or `%`, or of an unreserved character.
+fn escapes_are_safe(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    let refused = ["%2f", "%5c", "%2e", "%00", "%3b", "%23", "%3f", "%25"];
+    !refused.iter().any(|p| lower.contains(p)) && !escaped_bytes(path.as_bytes()).any(is_unreserved)
 }
 
 /// The byte each valid `%XY` escape of `path` stands for.
