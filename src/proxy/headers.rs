@@ -31,6 +31,21 @@ static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     http::header::TRANSFER_ENCODING,
     http::header::UPGRADE,
 ];
+/// Where `name` is in [`HOP_BY_HOP`]: one comparison of its length and bytes (a search of
+/// the list would compare it with each name in turn).
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    match name.as_str() {
+        "connection" => Some(0),
+        "keep-alive" => Some(1),
+        "proxy-connection" => Some(2),
+        "proxy-authenticate" => Some(3),
+        "proxy-authorization" => Some(4),
+        "te" => Some(5),
+        "transfer-encoding" => Some(6),
+        "upgrade" => Some(7),
+        _ => None,
+    }
+}
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -127,15 +142,30 @@ fn same_name(a: &[u8], b: &[u8]) -> bool {
             .all(|(x, y)| x == y || (*x == b'_' && *y == b'-'))
 }
 
+/// Which bytes a [`SPOOFABLE`] name starts with: a name that starts with any other needs no
+/// comparison with the list (most names a browser sends).
+static SPOOFABLE_FIRST: [bool; 256] = {
+    let mut first = [false; 256];
+    let mut i = 0;
+    while i < SPOOFABLE.len() {
+        first[SPOOFABLE[i].0.as_bytes()[0] as usize] = true;
+        i += 1;
+    }
+    first
+};
+
 fn is_spoofable(name: &HeaderName, extra: &[HeaderPattern]) -> bool {
     let n = name.as_str().as_bytes();
-    SPOOFABLE.iter().any(|(p, prefix)| {
-        if *prefix {
-            n.len() >= p.len() && same_name(&n[..p.len()], p.as_bytes())
-        } else {
-            same_name(n, p.as_bytes())
-        }
-    }) || extra.iter().any(|p| p.matches(n))
+    let listed = n.first().is_some_and(|&b| SPOOFABLE_FIRST[usize::from(b)]);
+    listed
+        && SPOOFABLE.iter().any(|(p, prefix)| {
+            if *prefix {
+                n.len() >= p.len() && same_name(&n[..p.len()], p.as_bytes())
+            } else {
+                same_name(n, p.as_bytes())
+            }
+        })
+        || extra.iter().any(|p| p.matches(n))
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header lists.
@@ -144,7 +174,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // costs a hash of the name, and most messages carry none, or only `Connection`.
     let mut present = 0u8;
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        if let Some(i) = hop_by_hop_index(name) {
             present |= 1 << i;
         }
     }
@@ -283,6 +313,14 @@ pub fn prepare_request(headers: &mut HeaderMap, f: Forwarding<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_hop_by_hop_name_is_found_at_its_own_place() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name), Some(i), "{name}");
+        }
+        assert_eq!(hop_by_hop_index(&http::header::CONTENT_TYPE), None);
+    }
 
     fn forwarding(auth: Option<Option<HeaderValue>>) -> Forwarding<'static> {
         Forwarding {
