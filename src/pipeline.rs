@@ -73,6 +73,7 @@ impl<'a> Ctx<'a> {
         app: &App,
         config: &'a Config,
         peer: SocketAddr,
+        trusted: bool,
         req: &mut Request<Incoming>,
     ) -> Ctx<'a> {
         let wants_html = req
@@ -86,7 +87,7 @@ impl<'a> Ctx<'a> {
             config,
             peer,
             client,
-            request_id: RequestId::for_request(app, peer, req.headers()),
+            request_id: RequestId::choose(req.headers(), trusted),
             started: Instant::now(),
             method: req.method().clone(),
             wants_html,
@@ -106,8 +107,8 @@ pub async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let config = app.snapshot();
-    let mut ctx = Ctx::read(&app, &config, peer, &mut req);
-    let trusted = request_id::trusted_peer(&app, peer);
+    let trusted = request_id::trusted_peer(&config, peer);
+    let mut ctx = Ctx::read(&app, &config, peer, trusted, &mut req);
     let spans = RequestSpans::start(&ctx.request_id, &ctx.method, req.headers(), trusted);
     // Boxed once here, so that the spans' wrappers and hyper move a pointer, not the phases'
     // state (kilobytes).
@@ -258,7 +259,9 @@ async fn forward(
     let mut authorization = None;
     if route.auth != AuthMode::None {
         csrf::verify(req.headers(), &route.csrf)?;
-        authorization = Some(authenticate(app, route, ctx).await?.1);
+        // Boxed: the store's futures are large, and inline they would make every request's
+        // future (`auth = "none"` too) that much larger to move.
+        authorization = Some(Box::pin(authenticate(app, route, ctx)).await?.1);
     }
     let client_ip = std::mem::take(&mut ctx.client.chain);
     headers::prepare_request(req.headers_mut(), forwarding(ctx, client_ip, authorization));
@@ -353,7 +356,7 @@ fn forwarding<'a>(
             .client
             .host
             .as_deref()
-            .unwrap_or(server.origin.split_once("://").map_or("", |(_, h)| h)),
+            .unwrap_or_else(|| server.origin_host()),
         cookie: ctx.jar.forward(),
         authorization,
         strip: &server.strip_request_headers,

@@ -79,6 +79,14 @@ pub struct ServerConfig {
     pub workers: usize,
 }
 
+impl ServerConfig {
+    /// `host[:port]` of [`ServerConfig::origin`].
+    pub fn origin_host(&self) -> &str {
+        let scheme = self.public_origin.scheme();
+        self.origin.get(scheme.len() + "://".len()..).unwrap_or("")
+    }
+}
+
 /// Metrics and trace export; everything off by default.
 #[derive(Debug, Clone, Default)]
 pub struct TelemetryConfig {

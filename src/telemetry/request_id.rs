@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::app::App;
+use crate::config::Config;
 
 /// The header that carries the id, both ways.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -21,8 +21,8 @@ pub const MAX_LEN: usize = 128;
 
 /// Whether `peer`, the direct TCP peer, may tell us things about the request (its request id,
 /// its trace context): it is one of `server.trusted_proxies`.
-pub fn trusted_peer(app: &App, peer: SocketAddr) -> bool {
-    crate::forwarded::is_trusted(peer.ip(), &app.config().server.trusted_proxies)
+pub fn trusted_peer(config: &Config, peer: SocketAddr) -> bool {
+    crate::forwarded::is_trusted(peer.ip(), &config.server.trusted_proxies)
 }
 
 /// One request's id, ready to be sent as a header.
@@ -30,11 +30,6 @@ pub fn trusted_peer(app: &App, peer: SocketAddr) -> bool {
 pub struct RequestId(HeaderValue);
 
 impl RequestId {
-    /// The id of a request from `peer` carrying `headers`.
-    pub fn for_request(app: &App, peer: SocketAddr, headers: &HeaderMap) -> RequestId {
-        Self::choose(headers, trusted_peer(app, peer))
-    }
-
     /// The incoming id when `trusted` and valid (rule 1), else a new one.
     pub fn choose(headers: &HeaderMap, trusted: bool) -> RequestId {
         let mut incoming = headers.get_all(X_REQUEST_ID).iter();
@@ -170,7 +165,7 @@ client_secret = "s"
                 &crate::config::NoEnv,
             )
             .unwrap();
-            App::new(config).unwrap()
+            crate::app::App::new(config).unwrap()
         };
         let trusting = app(r#"trusted_proxies = ["127.0.0.0/8", "::1"]"#);
         for (addr, trusted) in [
@@ -182,14 +177,14 @@ client_secret = "s"
             ("[2001:db8::1]:1", false),
         ] {
             assert_eq!(
-                trusted_peer(&trusting, addr.parse().unwrap()),
+                trusted_peer(&trusting.config(), addr.parse().unwrap()),
                 trusted,
                 "{addr}"
             );
         }
         let nobody = app("");
         assert!(
-            !trusted_peer(&nobody, "127.0.0.1:1".parse().unwrap()),
+            !trusted_peer(&nobody.config(), "127.0.0.1:1".parse().unwrap()),
             "none by default"
         );
     }
