@@ -30,7 +30,9 @@ struct Opened {
 }
 
 thread_local! {
-    static COPIES: RefCell<HashMap<Box<str>, Opened>> = RefCell::new(HashMap::new());
+    /// Keyed by store key, which no client can choose (see `super::shards`): a fast hash.
+    static COPIES: RefCell<HashMap<Box<str>, Opened, foldhash::fast::RandomState>> =
+        RefCell::new(HashMap::default());
 }
 
 /// The record `raw` read under `store_key`, opened with `record_key` (see [`record::open`]);

@@ -2,24 +2,31 @@
 //! store's local cache hold their entries, so that requests on different cores rarely meet.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher as _, RandomState};
+use std::hash::BuildHasher as _;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+
+// Store keys are hex SHA-256 digests of cookie secrets, which only a sealed cookie this
+// server made can name: nobody can aim keys at one bucket, so a fast hash will do (seeded per
+// map all the same). The shard index takes the low bits, where `quality` mixes better.
+use foldhash::{fast, quality};
 
 pub const SHARDS: usize = 64;
 
 /// One lock's share of the keys.
-pub type Shard<V> = HashMap<Box<str>, V>;
+pub type Shard<V> = HashMap<Box<str>, V, fast::RandomState>;
 
 pub struct Shards<V> {
     shards: Box<[Mutex<Shard<V>>]>,
-    hasher: RandomState,
+    hasher: quality::RandomState,
 }
 
 impl<V> Shards<V> {
     pub fn new() -> Shards<V> {
         Shards {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
+            hasher: quality::RandomState::default(),
         }
     }
 

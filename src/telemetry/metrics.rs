@@ -122,7 +122,8 @@ pub struct Metrics {
 struct Enabled {
     recorder: Arc<PrometheusRecorder>,
     handle: PrometheusHandle,
-    routes: HashMap<Box<str>, RouteTally>,
+    /// Route prefixes and endpoint names from the config: a fast hash (no client picks them).
+    routes: HashMap<Box<str>, RouteTally, foldhash::fast::RandomState>,
     /// Routes added by a reload, tallied from their first request on.
     added: Mutex<BTreeMap<Box<str>, Arc<RouteTally>>>,
     /// The session store's call latencies.
