@@ -8,8 +8,8 @@
 //! 3. The first key seals; every key opens, so keys rotate without logging anyone out.
 //! 4. Anything that fails to decode or authenticate is `None`: "no cookie", never an error page.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
@@ -84,25 +84,33 @@ impl KeyRing {
         if sealed.len() > MAX_SEALED_LEN {
             return None;
         }
-        let raw = URL_SAFE_NO_PAD.decode(sealed.as_bytes()).ok()?;
-        let (&version, rest) = raw.split_first()?;
-        if version != VERSION || rest.len() < NONCE_LEN + TAG_LEN {
+        // Opened where it was decoded: no second buffer for the plaintext.
+        let mut raw = Zeroizing::new(URL_SAFE_NO_PAD.decode(sealed.as_bytes()).ok()?);
+        if raw.first() != Some(&VERSION) || raw.len() < 1 + NONCE_LEN + TAG_LEN {
             return None;
         }
-        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
         let aad = associated_data(name);
-        self.ciphers.iter().find_map(|cipher| {
+        let len = raw.len() - TAG_LEN;
+        let (head, tag) = raw.split_at_mut(len);
+        let (nonce, msg) = head[1..].split_at_mut(NONCE_LEN);
+        // A key that does not authenticate leaves `msg` as it was (the tag is checked
+        // before anything is decrypted), so the next key sees the same ciphertext.
+        let opened = self.ciphers.iter().any(|cipher| {
             cipher
-                .decrypt(
+                .decrypt_in_place_detached(
                     Nonce::from_slice(nonce),
-                    Payload {
-                        msg: ciphertext,
-                        aad: &aad,
-                    },
+                    &aad,
+                    msg,
+                    Tag::from_slice(tag),
                 )
-                .ok()
-                .map(Zeroizing::new)
-        })
+                .is_ok()
+        });
+        if !opened {
+            return None;
+        }
+        raw.truncate(len);
+        raw.drain(..1 + NONCE_LEN);
+        Some(raw)
     }
 }
 
