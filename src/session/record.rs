@@ -72,9 +72,16 @@ pub fn store_key(prefix: &str, kind: &str, id: &[u8]) -> String {
 /// formatting machinery per byte.
 pub fn push_hex(out: &mut String, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for &b in bytes {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    // Through a small buffer, appended as one string: a `push` per digit checks the
+    // capacity and encodes a char each time.
+    let mut digits = [0u8; 64];
+    for chunk in bytes.chunks(digits.len() / 2) {
+        for (pair, &b) in digits.chunks_exact_mut(2).zip(chunk) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0xf)];
+        }
+        let hex = &digits[..chunk.len() * 2];
+        out.push_str(std::str::from_utf8(hex).unwrap_or_default());
     }
 }
 
@@ -340,6 +347,15 @@ mod tests {
         ] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
+    }
+
+    #[test]
+    fn hex_is_two_lowercase_digits_per_byte_however_many_bytes() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let mut out = String::from("x:");
+        push_hex(&mut out, &bytes);
+        let expected: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(out, format!("x:{expected}"));
     }
 
     #[test]
