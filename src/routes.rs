@@ -31,10 +31,29 @@ impl AuthMode {
 }
 
 /// One address of an upstream: scheme and authority only; the request's path is kept as it is.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Two are the same when their scheme and authority are (`host` follows from the authority).
+#[derive(Debug, Clone)]
 pub struct Origin {
     pub scheme: Scheme,
     pub authority: Authority,
+    /// `authority` as the `Host` header every request to it carries: made once, shared by
+    /// every request (a clone is a reference count, not a copy).
+    pub host: http::HeaderValue,
+}
+
+impl PartialEq for Origin {
+    fn eq(&self, other: &Origin) -> bool {
+        self.scheme == other.scheme && self.authority == other.authority
+    }
+}
+
+impl Eq for Origin {}
+
+impl std::hash::Hash for Origin {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.scheme.hash(state);
+        self.authority.hash(state);
+    }
 }
 
 impl Origin {
@@ -62,7 +81,13 @@ impl Origin {
                 "{raw:?} must not have a path or query; requests keep their own path"
             ));
         }
-        Ok(Origin { scheme, authority })
+        let host = http::HeaderValue::from_str(authority.as_str())
+            .map_err(|_| format!("{raw:?}: the host cannot be a Host header"))?;
+        Ok(Origin {
+            scheme,
+            authority,
+            host,
+        })
     }
 
     /// The port the origin is reached on (the scheme's default when the URL names none).

@@ -48,7 +48,7 @@ async fn probe(endpoint: &Endpoint, path: &str, wait: Duration) {
     let origin = &endpoint.origin;
     let uri = format!("{}://{}{}", origin.scheme, origin.authority, path);
     let Ok(req) = Request::get(uri)
-        .header(HOST, origin.authority.as_str())
+        .header(HOST, origin.host.clone())
         .header(USER_AGENT, "gatehouse-health-check")
         .body(Empty::<Bytes>::new())
     else {

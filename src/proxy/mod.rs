@@ -16,7 +16,7 @@ use bytes::Bytes;
 use rustls_pki_types::CertificateDer;
 
 use http::header::HOST;
-use http::{HeaderValue, Method, Request, Response, Uri};
+use http::{Method, Request, Response, Uri};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -228,9 +228,7 @@ impl Head {
             *req.uri_mut() = uri;
         }
         *req.headers_mut() = self.headers.clone();
-        if let Ok(host) = HeaderValue::from_str(endpoint.origin.authority.as_str()) {
-            req.headers_mut().insert(HOST, host);
-        }
+        req.headers_mut().insert(HOST, endpoint.origin.host.clone());
         // The version of the hop to the upstream is the client's to choose (ALPN, h2 only).
         *req.version_mut() = http::Version::HTTP_11;
         req
