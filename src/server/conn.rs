@@ -37,7 +37,9 @@ pub struct Activity {
     /// Milliseconds since `started` at which `in_flight` last dropped to zero.
     idle_since_ms: AtomicU64,
     /// Milliseconds since `started` at which the first bytes of a request head came in while
-    /// nothing was in flight, until that request starts; [`NO_HEAD`] otherwise.
+    /// nothing was in flight, until that request starts; [`NO_HEAD`] otherwise. Bytes read
+    /// while a request is in flight are its body as far as this can tell, so a head that a
+    /// client pipelines behind a request is not timed: `idle_timeout` bounds it instead.
     head_since_ms: AtomicU64,
 }
 
