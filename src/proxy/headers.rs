@@ -183,26 +183,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     // Names listed in `Connection` that are hop-by-hop anyway (`keep-alive`, `upgrade`) or no
     // header at all (`close`) need no second pass: the usual `Connection` costs nothing.
+    // `Connection` itself (bit 0) comes out in the same lookup that reads what it lists.
     let mut listed: Vec<HeaderName> = Vec::new();
-    for token in headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+    if present & 1 != 0
+        && let http::header::Entry::Occupied(entry) = headers.entry(CONNECTION)
     {
-        let known = token.eq_ignore_ascii_case("close")
-            || HOP_BY_HOP
-                .iter()
-                .any(|h| token.eq_ignore_ascii_case(h.as_str()));
-        if !known && let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-            listed.push(name);
+        for value in entry.remove_entry_mult().1 {
+            let tokens = value.to_str().ok().into_iter().flat_map(|v| v.split(','));
+            for token in tokens.map(str::trim) {
+                let known = token.eq_ignore_ascii_case("close")
+                    || HOP_BY_HOP
+                        .iter()
+                        .any(|h| token.eq_ignore_ascii_case(h.as_str()));
+                if !known && let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    listed.push(name);
+                }
+            }
         }
     }
     for name in listed {
         headers.remove(name);
     }
-    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+    for (i, name) in HOP_BY_HOP.iter().enumerate().skip(1) {
         if present & (1 << i) != 0 {
             headers.remove(name);
         }
@@ -320,6 +322,7 @@ mod tests {
             assert_eq!(hop_by_hop_index(name), Some(i), "{name}");
         }
         assert_eq!(hop_by_hop_index(&http::header::CONTENT_TYPE), None);
+        assert_eq!(HOP_BY_HOP[0], CONNECTION, "strip_hop_by_hop takes bit 0 as Connection");
     }
 
     fn forwarding(auth: Option<Option<HeaderValue>>) -> Forwarding<'static> {
