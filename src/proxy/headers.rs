@@ -322,7 +322,10 @@ mod tests {
             assert_eq!(hop_by_hop_index(name), Some(i), "{name}");
         }
         assert_eq!(hop_by_hop_index(&http::header::CONTENT_TYPE), None);
-        assert_eq!(HOP_BY_HOP[0], CONNECTION, "strip_hop_by_hop takes bit 0 as Connection");
+        assert_eq!(
+            HOP_BY_HOP[0], CONNECTION,
+            "strip_hop_by_hop takes bit 0 as Connection"
+        );
     }
 
     fn forwarding(auth: Option<Option<HeaderValue>>) -> Forwarding<'static> {
