@@ -221,6 +221,27 @@ async fn a_keep_alive_connection_idles_past_the_header_timeout_until_idle_timeou
         200,
         "the same connection still serves after 2 s idle"
     );
+    let t = closed_after(s).await;
+    assert!(
+        t >= Duration::from_millis(3500) && t < Duration::from_secs(5),
+        "closed {t:?} after its last request (idle_timeout is 4 s)"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_first_head_is_dropped_at_the_header_timeout_even_with_a_shorter_idle_timeout() {
+    // A graceful close at idle_timeout would wait for the head to finish: it never does.
+    let (_p, _u, gh) =
+        stack_with_server("header_read_timeout = \"2s\"\nidle_timeout = \"1s\"").await;
+    let mut s = tokio::net::TcpStream::connect(gh.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let t = closed_after(s).await;
+    assert!(
+        t >= Duration::from_millis(1800) && t < Duration::from_secs(4),
+        "an unfinished first head held the connection for {t:?}"
+    );
 }
 
 #[tokio::test]

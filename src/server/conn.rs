@@ -75,20 +75,22 @@ impl Activity {
         }
     }
 
-    /// When the connection expires if nothing changes, and why: `idle` after it last became
-    /// idle, or `head` (when given) after a request head began to arrive; `None` while busy.
+    /// When the connection expires if nothing changes, and why: `head` (when given) after a
+    /// request head began to arrive, else `idle` after it last became idle; `None` while busy.
     fn due(&self, idle: Duration, head: Option<Duration>) -> Option<(Instant, Expired)> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
         let at = |ms: u64, after: Duration| self.started + Duration::from_millis(ms) + after;
-        let idle_due = at(self.idle_since_ms.load(Ordering::Acquire), idle);
         let head_since = self.head_since_ms.load(Ordering::Acquire);
+        // A connection part way through a head is not idle: the head has its own time, whatever
+        // `idle_timeout` says (a graceful close would wait for the head to finish).
         match head {
-            Some(head) if head_since != NO_HEAD && at(head_since, head) < idle_due => {
-                Some((at(head_since, head), Expired::SlowHead))
-            }
-            _ => Some((idle_due, Expired::Idle)),
+            Some(head) if head_since != NO_HEAD => Some((at(head_since, head), Expired::SlowHead)),
+            _ => Some((
+                at(self.idle_since_ms.load(Ordering::Acquire), idle),
+                Expired::Idle,
+            )),
         }
     }
 }
@@ -414,6 +416,20 @@ mod tests {
             .expect("a head still unfinished 2 s after it began ends the connection");
         assert_eq!(why, Expired::SlowHead);
         assert!(started.elapsed() >= Duration::from_secs(2), "not before");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_in_progress_gets_the_head_timeout_even_past_idle_timeout() {
+        let activity = Activity::new(true);
+        let head = Some(Duration::from_secs(3));
+        let expiry = Expiry::new(Arc::clone(&activity), Duration::from_secs(1), head);
+        tokio::pin!(expiry);
+        let early = tokio::time::timeout(Duration::from_millis(2900), &mut expiry).await;
+        assert!(early.is_err(), "idle_timeout (1 s) does not cut a head");
+        let why = tokio::time::timeout(Duration::from_millis(200), &mut expiry)
+            .await
+            .expect("cut at the head timeout");
+        assert_eq!(why, Expired::SlowHead);
     }
 
     #[tokio::test(start_paused = true)]
