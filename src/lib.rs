@@ -30,6 +30,7 @@
 //! - [`static_files`]: static routes, serving an SPA's files with its fallback and caching
 //! - [`error`]: the one place errors become responses; [`response`]: response builders
 //! - [`secret`]: redacted secret strings
+//! - [`tap`]: a TCP stream that reports its reads and writes (head timing, `Answered`)
 //! - [`telemetry`]: logs (text or JSON), request ids, Prometheus metrics and `/metrics`,
 //!   spans and their OpenTelemetry export
 //! - `fuzzing` (hidden): the bodies of the `fuzz/` targets, replayed by the tests
@@ -58,5 +59,6 @@ pub mod secret;
 pub mod server;
 pub mod session;
 pub mod static_files;
+pub mod tap;
 pub mod telemetry;
 pub mod websocket;

@@ -35,11 +35,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::CertificateDer;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::Sent;
 use crate::routes::Origin;
+use crate::tap::{Tap, Tapped};
 
 pub type Connector = HttpsConnector<Dial>;
 
@@ -88,10 +88,7 @@ impl tower_service::Service<Uri> for Dial {
                     )
                 })??;
             stream.set_nodelay(true)?;
-            Ok(TokioIo::new(Watched {
-                stream,
-                answered: Answered::default(),
-            }))
+            Ok(TokioIo::new(Tapped::new(stream, Answered::default())))
         })
     }
 }
@@ -114,73 +111,25 @@ impl Answered {
     }
 }
 
-/// A TCP connection that keeps [`Answered`] up to date.
-pub struct Watched {
-    stream: TcpStream,
-    answered: Answered,
+/// A TCP connection that keeps [`Answered`] up to date: set by bytes read, cleared by a
+/// write (the next request).
+pub type Watched = Tapped<Answered>;
+
+impl Tap for Answered {
+    fn read(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    fn wrote(&self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl Connection for Watched {
     fn connected(&self) -> Connected {
         // Only `Answered`: every extra is copied into each response's extensions, and the
         // addresses that tokio's own `connected` adds are of no use here.
-        Connected::new().extra(self.answered.clone())
-    }
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let this = &mut *self;
-        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.answered.0.store(true, Ordering::Release);
-        }
-        read
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = &mut *self;
-        let written = Pin::new(&mut this.stream).poll_write(cx, data);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            this.answered.0.store(false, Ordering::Release);
-        }
-        written
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = &mut *self;
-        let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            this.answered.0.store(false, Ordering::Release);
-        }
-        written
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        Connected::new().extra(self.tap().clone())
     }
 }
 

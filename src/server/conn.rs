@@ -15,8 +15,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::{Instant, Sleep};
 
@@ -24,6 +22,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::response::Body;
+use crate::tap::{Tap, Tapped};
 use crate::telemetry::metrics::OpenConnection;
 
 /// `head_since_ms` when no request head is being received.
@@ -152,60 +151,11 @@ impl Future for Expiry {
 }
 
 /// A client's TCP connection that tells its [`Activity`] when bytes arrive.
-pub struct ClientStream {
-    stream: TcpStream,
-    activity: Arc<Activity>,
-}
+pub type ClientStream = Tapped<Arc<Activity>>;
 
-impl ClientStream {
-    pub fn new(stream: TcpStream, activity: Arc<Activity>) -> ClientStream {
-        ClientStream { stream, activity }
-    }
-}
-
-impl AsyncRead for ClientStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let this = &mut *self;
-        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.received();
-        }
-        read
-    }
-}
-
-impl AsyncWrite for ClientStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, data)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+impl Tap for Arc<Activity> {
+    fn read(&self) {
+        self.received();
     }
 }
 
@@ -367,6 +317,16 @@ impl Drop for IpSlot {
 mod tests {
     use super::*;
 
+    /// An expiry of `activity` after `idle` seconds idle, or `head` seconds into a head.
+    fn expiry(activity: &Arc<Activity>, idle: u64, head: Option<u64>) -> Pin<Box<Expiry>> {
+        let head = head.map(Duration::from_secs);
+        Box::pin(Expiry::new(
+            Arc::clone(activity),
+            Duration::from_secs(idle),
+            head,
+        ))
+    }
+
     #[test]
     fn the_per_ip_cap_counts_open_connections_per_address() {
         let limits = PerIp::new(2);
@@ -387,8 +347,7 @@ mod tests {
     async fn a_connection_is_idle_only_with_nothing_in_flight() {
         let activity = Activity::new(false);
         let request = activity.begin();
-        let expiry = Expiry::new(Arc::clone(&activity), Duration::from_secs(1), None);
-        tokio::pin!(expiry);
+        let mut expiry = expiry(&activity, 1, None);
         let busy = tokio::time::timeout(Duration::from_secs(5), &mut expiry).await;
         assert!(busy.is_err(), "busy for 5 s: never idle");
         drop(request);
@@ -401,9 +360,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_idle_connection_outlives_the_head_timeout_until_a_head_starts() {
         let activity = Activity::new(false);
-        let head = Some(Duration::from_secs(2));
-        let expiry = Expiry::new(Arc::clone(&activity), Duration::from_secs(60), head);
-        tokio::pin!(expiry);
+        let mut expiry = expiry(&activity, 60, Some(2));
         let idle = tokio::time::timeout(Duration::from_secs(10), &mut expiry).await;
         assert!(
             idle.is_err(),
@@ -421,9 +378,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_head_in_progress_gets_the_head_timeout_even_past_idle_timeout() {
         let activity = Activity::new(true);
-        let head = Some(Duration::from_secs(3));
-        let expiry = Expiry::new(Arc::clone(&activity), Duration::from_secs(1), head);
-        tokio::pin!(expiry);
+        let mut expiry = expiry(&activity, 1, Some(3));
         let early = tokio::time::timeout(Duration::from_millis(2900), &mut expiry).await;
         assert!(early.is_err(), "idle_timeout (1 s) does not cut a head");
         let why = tokio::time::timeout(Duration::from_millis(200), &mut expiry)
@@ -435,9 +390,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn bytes_that_arrive_while_a_request_is_in_flight_start_no_head() {
         let activity = Activity::new(false);
-        let head = Some(Duration::from_secs(1));
-        let expiry = Expiry::new(Arc::clone(&activity), Duration::from_secs(60), head);
-        tokio::pin!(expiry);
+        let mut expiry = expiry(&activity, 60, Some(1));
         let request = activity.begin();
         activity.received();
         let busy = tokio::time::timeout(Duration::from_secs(5), &mut expiry).await;

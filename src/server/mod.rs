@@ -396,7 +396,10 @@ async fn connection(
     slot: Arc<Slot>,
 ) {
     // A connection that never says which protocol it speaks would hold its slot forever.
-    let header_read_timeout = app.config().server.header_read_timeout;
+    let (header_read_timeout, idle_timeout) = {
+        let server = &app.config().server;
+        (server.header_read_timeout, server.idle_timeout)
+    };
     let Some(protocol) = protocol_sniffed(&stream, header_read_timeout).await else {
         return;
     };
@@ -405,7 +408,7 @@ async fn connection(
     let activity = Activity::new(http1);
     let expiry = Expiry::new(
         Arc::clone(&activity),
-        app.config().server.idle_timeout,
+        idle_timeout,
         http1.then_some(header_read_timeout),
     );
     let service = {
