@@ -206,6 +206,9 @@ async function main() {
     await waitFor(() => eventCount(s, 'EVENT backchannel.success bff sid=yes') > delivered,
       { timeoutMs: 5000, what: 'the provider to deliver the logout token to gatehouse (EVENT backchannel.success)' });
     expect(!s.provider.text.includes('EVENT backchannel.error'), `the back-channel delivery failed: ${s.provider.lines.filter((l) => l.includes('backchannel.error')).join(' | ')}`);
+    // Log lines leave in batches (every 100 ms at most): wait for the line, then count it.
+    await waitFor(() => ended() > endedBefore,
+      { timeoutMs: 2000, what: 'gatehouse to log "back-channel logout sessions=1 by_sid=true"' }).catch(() => {});
     expect(ended() === endedBefore + 1, 'gatehouse did not log "back-channel logout sessions=1 by_sid=true"');
   });
 
