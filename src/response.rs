@@ -6,13 +6,12 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 
 /// A streamed upstream body, one gatehouse wrote, or a file of a static route.
 pub type Body = Either<Streamed, Either<Full<Bytes>, FileBody>>;
 
 /// An upstream's body, passed on frame by frame (see [`crate::proxy::stream`]).
-pub type Streamed = crate::proxy::stream::Watched<Incoming>;
+pub type Streamed = crate::proxy::stream::Watched<crate::proxy::pool::Returning>;
 
 /// A file streamed by a static route.
 pub type FileBody = tower_http::services::fs::ServeFileSystemResponseBody;

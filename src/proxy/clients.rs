@@ -10,9 +10,12 @@
 //!    `http://` (h2c, e.g. gRPC), ALPN `h2` for `https://`.
 //! 3. WebSocket handshakes (and health checks) always go out as HTTP/1.1 (ALPN `http/1.1`).
 //!
-//! Each kind has a pooled client (idle connections bounded by `server.upstream_pool_max_idle`
-//! and closed after `server.upstream_idle_timeout`) and a fresh one that never reuses a
-//! connection, for the one retry after a pooled connection failed.
+//! Plain `http://` requests (not `upstream_http2`) go through gatehouse's own HTTP/1.1 pool
+//! ([`super::pool`]); the rest through hyper-util's pooled client of each kind. Either way
+//! idle connections are bounded by `server.upstream_pool_max_idle` and closed after
+//! `server.upstream_idle_timeout`, and the one retry after a pooled connection failed goes out
+//! on a fresh connection (hyper-util's fresh client never reuses one; gatehouse's pool keeps
+//! the new connection once it has answered).
 //!
 //! Pools are per worker ([`set_lane`]): a connection is driven by the runtime that made it,
 //! so a request on one worker thread that took a connection made on another would wake that
@@ -28,8 +31,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Uri;
+use futures_util::future::Either;
+use http::{Request, Response, Uri};
 use http_body_util::Empty;
+use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
@@ -38,6 +43,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::net::TcpStream;
 
 use super::Sent;
+use super::pool::{Lane, Returning};
 use crate::routes::Origin;
 use crate::tap::{Tap, Tapped};
 
@@ -78,19 +84,23 @@ impl tower_service::Service<Uri> for Dial {
 
     fn call(&mut self, _: Uri) -> Self::Future {
         let Dial { addr, timeout } = *self;
-        Box::pin(async move {
-            let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-                .await
-                .map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("connecting to {addr} took longer than {timeout:?}"),
-                    )
-                })??;
-            stream.set_nodelay(true)?;
-            Ok(TokioIo::new(Tapped::new(stream, Answered::default())))
-        })
+        Box::pin(async move { Ok(TokioIo::new(dial(addr, timeout).await?)) })
     }
+}
+
+/// A TCP connection to `addr`, made within `timeout`, that tells whether it was answered.
+pub async fn dial(addr: SocketAddr, timeout: Duration) -> std::io::Result<Watched> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connecting to {addr} took longer than {timeout:?}"),
+            )
+        })?
+        .map_err(|e| std::io::Error::new(e.kind(), format!("connecting to {addr}: {e}")))?;
+    stream.set_nodelay(true)?;
+    Ok(Tapped::new(stream, Answered::default()))
 }
 
 /// Whether bytes came from the upstream since gatehouse last wrote to the connection: on an
@@ -99,15 +109,79 @@ impl tower_service::Service<Uri> for Dial {
 pub struct Answered(Arc<AtomicBool>);
 
 impl Answered {
-    /// Whether the connection of a failed request had received any of its response.
-    pub fn on(error: &hyper_util::client::legacy::Error) -> bool {
+    /// Whether the connection of a failed request of hyper-util's client had received any
+    /// of its response.
+    fn on(error: &hyper_util::client::legacy::Error) -> bool {
         error.connect_info().is_some_and(|c| {
             let mut extensions = http::Extensions::new();
             c.get_extras(&mut extensions);
-            extensions
-                .get::<Answered>()
-                .is_some_and(|a| a.0.load(Ordering::Acquire))
+            extensions.get::<Answered>().is_some_and(Answered::heard)
         })
+    }
+
+    /// Whether bytes came since the last write.
+    pub fn heard(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Why an attempt got no response, and what [`super::retry`] needs to know of it. Shows as
+/// its cause, whose sources it passes on.
+#[derive(Debug)]
+pub struct Failure {
+    error: Box<dyn std::error::Error + Send + Sync>,
+    connect: bool,
+    answered: bool,
+}
+
+impl Failure {
+    /// No connection was made: nothing was sent.
+    pub fn connect(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Failure {
+        Failure {
+            error: error.into(),
+            connect: true,
+            answered: false,
+        }
+    }
+
+    /// The request was handed to a connection, which then failed; `answered`: whether the
+    /// connection had received any of the response.
+    pub fn sent(error: hyper::Error, answered: bool) -> Failure {
+        Failure {
+            error: Box::new(error),
+            connect: false,
+            answered,
+        }
+    }
+
+    pub fn is_connect(&self) -> bool {
+        self.connect
+    }
+
+    pub fn answered(&self) -> bool {
+        self.answered
+    }
+}
+
+impl From<hyper_util::client::legacy::Error> for Failure {
+    fn from(e: hyper_util::client::legacy::Error) -> Failure {
+        Failure {
+            connect: e.is_connect(),
+            answered: Answered::on(&e),
+            error: Box::new(e),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
     }
 }
 
@@ -206,10 +280,16 @@ impl Factory {
         factory
     }
 
-    pub fn endpoint(&self, _origin: &Origin, addr: SocketAddr) -> EndpointClients {
+    pub fn endpoint(&self, origin: &Origin, addr: SocketAddr) -> EndpointClients {
+        let own = (origin.scheme == http::uri::Scheme::HTTP).then(|| {
+            (0..self.lanes())
+                .map(|_| Lane::new(addr, self.settings))
+                .collect()
+        });
         EndpointClients {
             factory: self.clone(),
             addr,
+            own,
             pooled: (0..self.lanes()).map(|_| Kinds::default()).collect(),
             fresh: Kinds::default(),
         }
@@ -268,6 +348,8 @@ struct Kinds {
 pub struct EndpointClients {
     factory: Factory,
     addr: SocketAddr,
+    /// gatehouse's own HTTP/1.1 pool, one lane per worker: `http://` origins only.
+    own: Option<Box<[Arc<Lane>]>>,
     pooled: Box<[Kinds]>,
     fresh: Kinds,
 }
@@ -281,8 +363,18 @@ impl EndpointClients {
         }
     }
 
-    /// For requests: HTTP/1.1 or ALPN's pick, or HTTP/2 only.
-    pub fn forward(&self, http2_only: bool, conn: Conn) -> &Client<Connector, Sent> {
+    /// For requests: HTTP/1.1 (gatehouse's own pool for `http://`) or ALPN's pick, or
+    /// HTTP/2 only.
+    pub fn forward(&self, http2_only: bool, conn: Conn) -> Sender<'_> {
+        match &self.own {
+            Some(lanes) if !http2_only => {
+                Sender::Own(Arc::clone(&lanes[lane() % lanes.len()]), conn)
+            }
+            _ => Sender::Client(self.client(http2_only, conn)),
+        }
+    }
+
+    fn client(&self, http2_only: bool, conn: Conn) -> &Client<Connector, Sent> {
         let kinds = self.kinds(conn);
         let (lock, alpn) = if http2_only {
             (&kinds.h2, Alpn::H2)
@@ -300,14 +392,65 @@ impl EndpointClients {
     }
 }
 
+/// Where one attempt of a request goes.
+pub enum Sender<'a> {
+    /// This worker's lane of gatehouse's own pool.
+    Own(Arc<Lane>, Conn),
+    /// A hyper-util client.
+    Client(&'a Client<Connector, Sent>),
+}
+
+impl Sender<'_> {
+    /// Whether the request must carry its absolute URI: hyper-util's client finds the
+    /// connection by it and writes origin-form itself; gatehouse's pool writes the URI as is.
+    pub fn absolute(&self) -> bool {
+        matches!(self, Sender::Client(_))
+    }
+
+    pub fn send(
+        self,
+        req: Request<Sent>,
+    ) -> impl Future<Output = Result<Response<Returning>, Failure>> + Send + 'static + use<> {
+        match self {
+            Sender::Own(lane, conn) => Either::Left(lane.send(req, conn)),
+            Sender::Client(client) => {
+                let sending = legacy(client, req);
+                Either::Right(async move { Ok(sending.await?.map(Returning::unpooled)) })
+            }
+        }
+    }
+}
+
+/// Sends `req` with a hyper-util client.
+pub fn legacy<B>(
+    client: &Client<Connector, B>,
+    req: Request<B>,
+) -> impl Future<Output = Result<Response<Incoming>, Failure>> + Send + 'static + use<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let sending = client.request(req);
+    async move { Ok(sending.await?) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn clients(lanes: usize) -> EndpointClients {
+    fn clients(origin: &str, lanes: usize) -> EndpointClients {
         let factory = Factory::for_tests_with_lanes(lanes);
-        let origin = Origin::parse("http://127.0.0.1:9").unwrap();
+        let origin = Origin::parse(origin).unwrap();
         factory.endpoint(&origin, "127.0.0.1:9".parse().unwrap())
+    }
+
+    /// Where a request goes, by address: the lane of gatehouse's pool, or the client.
+    fn target(sender: Sender<'_>) -> usize {
+        match sender {
+            Sender::Own(lane, _) => Arc::as_ptr(&lane) as usize,
+            Sender::Client(client) => std::ptr::from_ref(client) as usize,
+        }
     }
 
     /// Which client (by address) `lane`'s thread gets for pooled requests, and for fresh ones.
@@ -315,10 +458,9 @@ mod tests {
         std::thread::scope(|s| {
             s.spawn(|| {
                 set_lane(lane);
-                let addr = |c: &Client<Connector, Sent>| std::ptr::from_ref(c) as usize;
                 (
-                    addr(clients.forward(false, Conn::Pooled)),
-                    addr(clients.forward(false, Conn::Fresh)),
+                    target(clients.forward(false, Conn::Pooled)),
+                    target(clients.forward(false, Conn::Fresh)),
                     std::ptr::from_ref(clients.http1(Conn::Pooled)) as usize,
                 )
             })
@@ -328,8 +470,42 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_requests_go_through_gatehouse_s_own_pool_and_the_rest_through_hyper_util() {
+        let plain = clients("http://127.0.0.1:9", 1);
+        assert!(matches!(
+            plain.forward(false, Conn::Pooled),
+            Sender::Own(..)
+        ));
+        assert!(
+            matches!(plain.forward(true, Conn::Pooled), Sender::Client(_)),
+            "h2c"
+        );
+        let tls = clients("https://127.0.0.1:9", 1);
+        assert!(matches!(
+            tls.forward(false, Conn::Pooled),
+            Sender::Client(_)
+        ));
+    }
+
+    #[test]
+    fn each_worker_sends_plain_http_on_its_own_lane_only() {
+        let clients = clients("http://127.0.0.1:9", 2);
+        let (pooled0, fresh0, _) = taken_on_lane(&clients, 0);
+        let (pooled1, _, _) = taken_on_lane(&clients, 1);
+        assert_ne!(pooled0, pooled1, "two workers share no lane");
+        assert_eq!(
+            fresh0, pooled0,
+            "a fresh connection joins the worker's lane"
+        );
+        let (again, _, _) = taken_on_lane(&clients, 0);
+        assert_eq!(again, pooled0, "a worker keeps its lane");
+        let (wrapped, _, _) = taken_on_lane(&clients, 2);
+        assert_eq!(wrapped, pooled0, "a lane past the count wraps around");
+    }
+
+    #[test]
     fn each_worker_takes_pooled_connections_from_its_own_pool_only() {
-        let clients = clients(2);
+        let clients = clients("https://127.0.0.1:9", 2);
         let (pooled0, fresh0, h1_0) = taken_on_lane(&clients, 0);
         let (pooled1, fresh1, h1_1) = taken_on_lane(&clients, 1);
         assert_ne!(pooled0, pooled1, "two workers share no pool");

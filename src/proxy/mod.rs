@@ -7,6 +7,7 @@ pub mod balance;
 pub mod clients;
 pub mod headers;
 pub mod health;
+pub mod pool;
 pub mod retry;
 pub mod stream;
 
@@ -19,14 +20,13 @@ use http::header::HOST;
 use http::{Method, Request, Response, Uri};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 
 use crate::error::Error;
 use crate::response::Body;
 use crate::routes::{Route, RouteTable, RouteTarget, Upstream};
 use crate::telemetry::metrics::Metrics;
 use balance::{Endpoint, Registry};
-use clients::{Conn, Connector, Factory, PoolSettings};
+use clients::{Conn, Factory, Failure, PoolSettings};
 use retry::{BodySlot, Lent};
 use stream::{IdleClock, Watched};
 
@@ -84,8 +84,9 @@ impl Forwarder {
         let response = self
             .attempts(route, upstream, &head, |endpoint, conn| {
                 let body = slot.lend()?;
-                let client = endpoint.clients.forward(http2, conn);
-                Some(send(client, head.request(endpoint, body)))
+                let sender = endpoint.clients.forward(http2, conn);
+                let absolute = sender.absolute();
+                Some(sender.send(head.request(endpoint, body, absolute)))
             })
             .await?;
         clock.touch();
@@ -108,7 +109,10 @@ impl Forwarder {
         let head = Head::from(req.into_parts().0);
         self.attempts(route, upstream, &head, |endpoint, conn| {
             let client = endpoint.clients.http1(conn);
-            Some(send(client, head.request(endpoint, Empty::new())))
+            Some(clients::legacy(
+                client,
+                head.request(endpoint, Empty::new(), true),
+            ))
         })
         .await
     }
@@ -118,16 +122,16 @@ impl Forwarder {
     /// a failure of a written request that [`retry`] allows to repeat, once more on a fresh
     /// connection (to whichever address is next). `attempt` returns `None` when the body
     /// cannot be sent again.
-    async fn attempts<F, Fut>(
+    async fn attempts<F, Fut, B>(
         &self,
         route: &Route,
         upstream: &Upstream,
         head: &Head,
         mut attempt: F,
-    ) -> Result<Response<Incoming>, Error>
+    ) -> Result<Response<B>, Error>
     where
         F: FnMut(&Endpoint, Conn) -> Option<Fut>,
-        Fut: Future<Output = Result<Response<Incoming>, hyper_util::client::legacy::Error>>,
+        Fut: Future<Output = Result<Response<B>, Failure>>,
     {
         let deadline = tokio::time::Instant::now() + route.timeout;
         let group = self.registry.group_of(upstream);
@@ -187,7 +191,7 @@ impl Forwarder {
                 refused.push(Arc::clone(endpoint));
             }
             if !failure.is_connect() {
-                if !repeatable || repeated || clients::Answered::on(&failure) {
+                if !repeatable || repeated || failure.answered() {
                     return Err(unavailable(detail));
                 }
                 repeated = true;
@@ -216,14 +220,21 @@ impl From<http::request::Parts> for Head {
 }
 
 impl Head {
-    /// The request for `endpoint`: its origin's URL and `Host`, every prepared header.
-    fn request<B>(&self, endpoint: &Endpoint, body: B) -> Request<B> {
+    /// The request for `endpoint`: its path and query (after its origin's URL when
+    /// `absolute`), its origin's `Host`, every prepared header.
+    fn request<B>(&self, endpoint: &Endpoint, body: B, absolute: bool) -> Request<B> {
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(endpoint.origin.scheme.clone());
-        parts.authority = Some(endpoint.origin.authority.clone());
-        parts.path_and_query = self.path_and_query.clone();
+        if absolute {
+            parts.scheme = Some(endpoint.origin.scheme.clone());
+            parts.authority = Some(endpoint.origin.authority.clone());
+        }
+        parts.path_and_query = Some(
+            self.path_and_query
+                .clone()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
         if let Ok(uri) = Uri::from_parts(parts) {
             *req.uri_mut() = uri;
         }
@@ -233,18 +244,6 @@ impl Head {
         *req.version_mut() = http::Version::HTTP_11;
         req
     }
-}
-
-fn send<B>(
-    client: &Client<Connector, B>,
-    req: Request<B>,
-) -> hyper_util::client::legacy::ResponseFuture
-where
-    B: http_body::Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    client.request(req)
 }
 
 /// The route's `max_body` when that is why the upstream call failed (the body outgrew it).

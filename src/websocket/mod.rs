@@ -40,6 +40,7 @@ use hyper::body::Incoming;
 use crate::app::App;
 use crate::error::Error;
 use crate::proxy::headers;
+use crate::proxy::pool::Returning;
 use crate::proxy::stream::{IdleClock, Watched};
 use crate::response::Body;
 use crate::routes::{Route, Upstream};
@@ -138,7 +139,11 @@ pub async fn open(
         let (mut parts, body) = res.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::drop_our_set_cookies(&mut parts.headers, &app.cookie_names);
-        let body = Watched::new(body, IdleClock::new(), route.stream_idle_timeout);
+        let body = Watched::new(
+            Returning::unpooled(body),
+            IdleClock::new(),
+            route.stream_idle_timeout,
+        );
         return Ok(Response::from_parts(parts, Either::Left(body)));
     }
     if !handshake::upstream_accepted(res.headers(), &key) {
