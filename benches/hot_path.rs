@@ -234,7 +234,7 @@ fn header_rewrite(c: &mut Criterion) {
                     Forwarding {
                         client_ip: "192.0.2.1".into(),
                         proto: "https",
-                        host: "app.example.com",
+                        host: Some(HeaderValue::from_static("app.example.com")),
                         cookie: None,
                         authorization: Some(bearer.clone()),
                         strip: &[],

@@ -352,11 +352,10 @@ fn forwarding<'a>(
             .proto
             .as_deref()
             .unwrap_or(server.public_origin.scheme()),
-        host: ctx
-            .client
-            .host
-            .as_deref()
-            .unwrap_or_else(|| server.origin_host()),
+        host: match ctx.client.host.as_deref() {
+            Some(theirs) => HeaderValue::from_str(theirs).ok(),
+            None => Some(server.origin_host.clone()),
+        },
         cookie: ctx.jar.forward(),
         authorization,
         strip: &server.strip_request_headers,

@@ -48,6 +48,9 @@ pub struct ServerConfig {
     pub public_origin: Url,
     /// `public_origin` serialized without a trailing slash, as browsers send it in `Origin`.
     pub origin: String,
+    /// `host[:port]` of `origin`, as the `X-Forwarded-Host` gatehouse writes: made once, so
+    /// each request's is a reference count, not a copy.
+    pub origin_host: http::HeaderValue,
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -77,14 +80,6 @@ pub struct ServerConfig {
     /// How many single-threaded runtimes serve requests, each accepting on its own
     /// `SO_REUSEPORT` socket of `listen` (the binary's `run`; tests serve on one).
     pub workers: usize,
-}
-
-impl ServerConfig {
-    /// `host[:port]` of [`ServerConfig::origin`].
-    pub fn origin_host(&self) -> &str {
-        let scheme = self.public_origin.scheme();
-        self.origin.get(scheme.len() + "://".len()..).unwrap_or("")
-    }
 }
 
 /// Metrics and trace export; everything off by default.

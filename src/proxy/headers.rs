@@ -236,7 +236,8 @@ pub struct Forwarding<'a> {
     /// `X-Forwarded-For`: the client and the trusted hops after it (see [`crate::forwarded`]).
     pub client_ip: String,
     pub proto: &'a str,
-    pub host: &'a str,
+    /// `X-Forwarded-Host`.
+    pub host: Option<HeaderValue>,
     /// The request's cookies without ours (the request's own `Cookie` headers were taken out
     /// by the jar already).
     pub cookie: Option<HeaderValue>,
@@ -305,7 +306,7 @@ pub fn prepare_request(headers: &mut HeaderMap, f: Forwarding<'_>) {
     if let Ok(v) = proto {
         headers.insert(X_FORWARDED_PROTO.clone(), v);
     }
-    if let Ok(v) = HeaderValue::from_str(f.host) {
+    if let Some(v) = f.host {
         headers.insert(X_FORWARDED_HOST.clone(), v);
     }
     // The client's `Host` names us; each attempt sets its address's own (`proxy::Head`).
@@ -332,7 +333,7 @@ mod tests {
         Forwarding {
             client_ip: "192.0.2.1".into(),
             proto: "https",
-            host: "app.example",
+            host: Some(HeaderValue::from_static("app.example")),
             cookie: None,
             authorization: auth,
             strip: &[],

@@ -71,17 +71,23 @@ pub fn store_key(prefix: &str, kind: &str, id: &[u8]) -> String {
 /// Appends `bytes` as lowercase hex: one pass over a table, not a trip through the
 /// formatting machinery per byte.
 pub fn push_hex(out: &mut String, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     // Through a small buffer, appended as one string: a `push` per digit checks the
     // capacity and encodes a char each time.
     let mut digits = [0u8; 64];
     for chunk in bytes.chunks(digits.len() / 2) {
-        for (pair, &b) in digits.chunks_exact_mut(2).zip(chunk) {
-            pair[0] = HEX[usize::from(b >> 4)];
-            pair[1] = HEX[usize::from(b & 0xf)];
-        }
-        let hex = &digits[..chunk.len() * 2];
+        let hex = &mut digits[..chunk.len() * 2];
+        write_hex(hex, chunk);
         out.push_str(std::str::from_utf8(hex).unwrap_or_default());
+    }
+}
+
+/// Writes `bytes` as lowercase hex into the first `2 * bytes.len()` bytes of `out` (as many
+/// as fit).
+pub fn write_hex(out: &mut [u8], bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
 }
 

@@ -41,10 +41,13 @@ impl RequestId {
 
     pub fn generate() -> RequestId {
         let bits: [u8; 16] = rand::random();
-        let mut text = String::with_capacity(32);
-        crate::session::record::push_hex(&mut text, &bits);
-        // 32 hex digits are always a valid header value.
-        RequestId(HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("-")))
+        let mut text = [0u8; 32];
+        crate::session::record::write_hex(&mut text, &bits);
+        // One allocation that every copy (upstream, response) shares: a value made from a
+        // `String` would allocate again on its first clone. 32 hex digits are always a
+        // valid header value.
+        let shared = bytes::Bytes::from_owner(text);
+        RequestId(HeaderValue::from_maybe_shared(shared).unwrap_or(HeaderValue::from_static("-")))
     }
 
     pub fn as_str(&self) -> &str {

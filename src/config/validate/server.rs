@@ -97,10 +97,15 @@ pub(super) fn server(f: &ServerFile, errs: &mut Errors) -> ServerConfig {
                 .ok()
         })
         .collect();
+    let origin_host = origin
+        .get(public_origin.scheme().len() + "://".len()..)
+        .and_then(|host| http::HeaderValue::from_str(host).ok())
+        .unwrap_or(http::HeaderValue::from_static(""));
     ServerConfig {
         listen,
         public_origin,
         origin,
+        origin_host,
         max_connections,
         header_read_timeout: errs.duration_at_most(
             "server.header_read_timeout",

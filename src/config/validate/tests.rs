@@ -402,3 +402,19 @@ fn an_unreadable_provider_ca_file_names_oidc_ca_file() {
         ["oidc.ca_file"]
     );
 }
+
+#[test]
+fn the_forwarded_host_is_the_public_origins_host_and_port() {
+    let host = |origin: &str| {
+        let text = BASE.replace("https://app.example.com", origin);
+        let config = Config::from_toml(&text, &NoEnv).unwrap();
+        config.server.origin_host.to_str().unwrap().to_owned()
+    };
+    assert_eq!(host("https://app.example.com"), "app.example.com");
+    assert_eq!(host("https://app.example.com:8443"), "app.example.com:8443");
+    assert_eq!(
+        host("https://app.example.com:443"),
+        "app.example.com",
+        "default port"
+    );
+}
