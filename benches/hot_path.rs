@@ -232,7 +232,7 @@ fn header_rewrite(c: &mut Criterion) {
                 headers::prepare_request(
                     headers,
                     Forwarding {
-                        client_ip: "192.0.2.1".into(),
+                        client_ip: HeaderValue::from_static("192.0.2.1"),
                         proto: "https",
                         host: Some(HeaderValue::from_static("app.example.com")),
                         cookie: None,

@@ -15,7 +15,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 
 /// What a request says about its client, after the trust rules.
@@ -23,7 +23,7 @@ use ipnet::IpNet;
 pub struct ClientInfo {
     pub ip: IpAddr,
     /// `X-Forwarded-For` to send upstream: the client, the trusted hops, the peer.
-    pub chain: String,
+    pub chain: HeaderValue,
     /// The trusted peer's `X-Forwarded-Proto` / `-Host`, when it sent one.
     pub proto: Option<String>,
     pub host: Option<String>,
@@ -39,6 +39,12 @@ pub struct IpText {
 
 /// The longest IPv6 text: `ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`.
 const IPV6_TEXT_MAX: usize = 45;
+
+impl AsRef<[u8]> for IpText {
+    fn as_ref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
 
 impl IpText {
     pub fn new(ip: IpAddr) -> IpText {
@@ -77,6 +83,10 @@ impl IpText {
         self.len += 1;
     }
 
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
     pub fn as_str(&self) -> &str {
         // Only ASCII is ever written.
         std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
@@ -108,7 +118,10 @@ pub fn client(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Clien
     let peer_ip = canonical(peer.ip());
     let untrusted = || ClientInfo {
         ip: peer_ip,
-        chain: IpText::new(peer_ip).as_str().to_owned(),
+        // One allocation, shared by the request's copies (a `String` would take two).
+        // Addresses are always valid header text.
+        chain: HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(IpText::new(peer_ip)))
+            .unwrap_or(HeaderValue::from_static("")),
         proto: None,
         host: None,
     };
@@ -147,7 +160,7 @@ pub fn client(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Clien
     };
     ClientInfo {
         ip: client,
-        chain: kept.join(", "),
+        chain: HeaderValue::try_from(kept.join(", ")).unwrap_or(HeaderValue::from_static("")),
         proto: single("x-forwarded-proto").filter(|p| p == "http" || p == "https"),
         host: single("x-forwarded-host"),
     }

@@ -263,7 +263,7 @@ async fn forward(
         // future (`auth = "none"` too) that much larger to move.
         authorization = Some(Box::pin(authenticate(app, route, ctx)).await?.1);
     }
-    let client_ip = std::mem::take(&mut ctx.client.chain);
+    let client_ip = std::mem::replace(&mut ctx.client.chain, HeaderValue::from_static(""));
     headers::prepare_request(req.headers_mut(), forwarding(ctx, client_ip, authorization));
     let mut res =
         telemetry::upstream_call(&app.metrics, &route.prefix, &ctx.request_id, req, |req| {
@@ -301,7 +301,7 @@ async fn upgrade(
         .extensions_mut()
         .remove::<ConnHandle>()
         .map(|h| h.hold());
-    let client_ip = std::mem::take(&mut ctx.client.chain);
+    let client_ip = std::mem::replace(&mut ctx.client.chain, HeaderValue::from_static(""));
     headers::prepare_request(req.headers_mut(), forwarding(ctx, client_ip, authorization));
     req.headers_mut()
         .insert(X_REQUEST_ID, ctx.request_id.header_value());
@@ -341,7 +341,7 @@ async fn authenticate(
 /// `client_ip`: the `X-Forwarded-For` list, taken out of `ctx` (nothing else reads it).
 fn forwarding<'a>(
     ctx: &'a Ctx<'_>,
-    client_ip: String,
+    client_ip: HeaderValue,
     authorization: Option<Option<HeaderValue>>,
 ) -> Forwarding<'a> {
     let server = &ctx.config.server;

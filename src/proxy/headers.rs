@@ -234,7 +234,7 @@ pub fn drop_our_set_cookies(headers: &mut HeaderMap, names: &CookieNames) {
 /// What gatehouse adds to a forwarded request.
 pub struct Forwarding<'a> {
     /// `X-Forwarded-For`: the client and the trusted hops after it (see [`crate::forwarded`]).
-    pub client_ip: String,
+    pub client_ip: HeaderValue,
     pub proto: &'a str,
     /// `X-Forwarded-Host`.
     pub host: Option<HeaderValue>,
@@ -295,9 +295,7 @@ pub fn prepare_request(headers: &mut HeaderMap, f: Forwarding<'_>) {
         }
     }
     // The client's address list is ours to give away: no copy of it.
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(f.client_ip)) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
+    headers.insert(X_FORWARDED_FOR.clone(), f.client_ip);
     let proto = match f.proto {
         "https" => Ok(HeaderValue::from_static("https")),
         "http" => Ok(HeaderValue::from_static("http")),
@@ -331,7 +329,7 @@ mod tests {
 
     fn forwarding(auth: Option<Option<HeaderValue>>) -> Forwarding<'static> {
         Forwarding {
-            client_ip: "192.0.2.1".into(),
+            client_ip: HeaderValue::from_static("192.0.2.1"),
             proto: "https",
             host: Some(HeaderValue::from_static("app.example")),
             cookie: None,
