@@ -24,8 +24,9 @@
 //! - [`cookie`]: the request's cookie jar, cookie attributes, AES-GCM sealing with a key ring
 //! - [`oidc`]: discovery, signing keys and their refresh, login, callback, token endpoint,
 //!   ID token validation, refresh, revocation, back-channel logout
-//! - [`proxy`]: forwarding (HTTP/1.1, HTTP/2, h2c), streaming bodies, header hygiene;
-//!   balancing over a route's addresses, their health, and when a request is sent again
+//! - [`proxy`]: forwarding (HTTP/1.1 on its own pool, HTTP/2, h2c), streaming bodies, header
+//!   hygiene; balancing over a route's addresses, their health, and when a request is sent
+//!   again
 //! - [`websocket`]: WebSocket handshakes, the byte relay, closing a session's sockets
 //! - [`static_files`]: static routes, serving an SPA's files with its fallback and caching
 //! - [`error`]: the one place errors become responses; [`response`]: response builders

@@ -1,7 +1,8 @@
 //! Forwarding to upstreams: bodies and trailers streamed both ways frame by frame, a
 //! deadline on the upstream's response headers, and on the bodies only an idle limit.
 //! Which address a request goes to is [`balance`]'s; when it is sent again, [`retry`]'s;
-//! the clients and HTTP versions, [`clients`]'; the active check, [`health`]'s.
+//! the clients and HTTP versions, [`clients`]'; plain HTTP/1.1 connections, [`pool`]'s; the
+//! active check, [`health`]'s.
 
 pub mod balance;
 pub mod clients;
