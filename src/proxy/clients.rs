@@ -119,9 +119,14 @@ impl Answered {
         })
     }
 
-    /// Whether bytes came since the last write.
+    /// Whether bytes came since the last write (or [`Answered::clear`]).
     pub fn heard(&self) -> bool {
         self.0.load(Ordering::Acquire)
+    }
+
+    /// Forgets what came so far: a new request is about to be handed over.
+    pub fn clear(&self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

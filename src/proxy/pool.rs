@@ -3,7 +3,8 @@
 //!
 //! Rules:
 //! 1. Each worker thread has its own [`Lane`] (see [`super::clients::set_lane`]); a lane is
-//!    locked only by the thread that owns it, so the lock is never contended.
+//!    locked by the thread that owns it (and by threads that never set a lane, which share
+//!    lane 0), so its lock is not contended under load.
 //! 2. A connection goes back to its lane once its response is read to the end (at once when
 //!    the whole response came with its head), never while an answer is still on the wire; a
 //!    response dropped half-read closes its connection.
@@ -81,6 +82,8 @@ where
     ) -> Result<Response<Returning<B>>, Failure> {
         if conn == Conn::Pooled {
             while let Some(mut live) = self.take() {
+                // What it heard of an earlier answer is not this request's.
+                live.answered.clear();
                 match live.sender.try_send_request(req).await {
                     Ok(res) => return Ok(self.returning(res, live)),
                     Err(mut e) => match e.take_message() {
@@ -94,6 +97,9 @@ where
         let mut live = self.dial().await?;
         match live.sender.try_send_request(req).await {
             Ok(res) => Ok(self.returning(res, live)),
+            // Closed before it took the request: as good as no connection (nothing was sent,
+            // whatever the method).
+            Err(e) if e.message().is_some() => Err(Failure::connect(e.into_error())),
             Err(e) => Err(Failure::sent(e.into_error(), live.answered.heard())),
         }
     }
@@ -172,7 +178,11 @@ where
         let reap = {
             let mut idle = self.lock();
             if idle.conns.len() >= self.settings.max_idle {
-                return;
+                // Make room by the ones the upstream closed, if any.
+                idle.conns.retain(|(parked, _)| !parked.sender.is_closed());
+                if idle.conns.len() >= self.settings.max_idle {
+                    return;
+                }
             }
             idle.conns.push_back((live, Instant::now()));
             !std::mem::replace(&mut idle.reaping, true)
@@ -270,7 +280,11 @@ where
         let frame = Pin::new(&mut this.body).poll_frame(cx);
         match &frame {
             Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(),
+            // Trailers end a body (hyper's server polls no further), and so does the last
+            // bytes of a sized one.
+            Poll::Ready(Some(Ok(f))) if f.is_trailers() || this.body.is_end_stream() => {
+                this.release();
+            }
             // A failed body's connection is closed with it (the handle is dropped).
             Poll::Ready(Some(Err(_))) => this.home = None,
             _ => {}

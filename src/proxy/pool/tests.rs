@@ -18,7 +18,8 @@ struct Counts {
     open: AtomicUsize,
 }
 
-/// An upstream answering `first`, or, on `/slow`, `first` then `rest` once `go` is notified;
+/// An upstream answering `first`, or, on `/slow`, `first` then `rest` once `go` is notified,
+/// or, on `/trailers`, `first` then trailers;
 /// it closes connections idle for `keep_alive`.
 async fn upstream(go: Arc<Notify>) -> (SocketAddr, Arc<Counts>) {
     upstream_keeping(go, LONG).await
@@ -42,6 +43,7 @@ async fn upstream_keeping(go: Arc<Notify>, keep_alive: Duration) -> (SocketAddr,
                     async move {
                         type Item = Result<Frame<Bytes>, Infallible>;
                         let slow = req.uri().path() == "/slow";
+                        let trailers = req.uri().path() == "/trailers";
                         let frames = futures_util::stream::unfold(0, move |n| {
                             let go = Arc::clone(&go);
                             async move {
@@ -52,6 +54,14 @@ async fn upstream_keeping(go: Arc<Notify>, keep_alive: Duration) -> (SocketAddr,
                                         ))),
                                         1,
                                     )),
+                                    (1, _) if trailers => {
+                                        let mut map = http::HeaderMap::new();
+                                        map.insert(
+                                            "grpc-status",
+                                            http::HeaderValue::from_static("0"),
+                                        );
+                                        Some((Ok(Frame::trailers(map)), 2))
+                                    }
                                     (1, true) => {
                                         go.notified().await;
                                         Some((Ok(Frame::data(Bytes::from_static(b"rest"))), 2))
@@ -62,7 +72,15 @@ async fn upstream_keeping(go: Arc<Notify>, keep_alive: Duration) -> (SocketAddr,
                         });
                         let body: StreamBody<_> = StreamBody::new(Box::pin(frames)
                             as Pin<Box<dyn futures_util::Stream<Item = Item> + Send>>);
-                        Ok::<_, Infallible>(Response::new(body))
+                        let mut res = Response::new(body);
+                        if trailers {
+                            // hyper sends only the trailer fields the head declares.
+                            res.headers_mut().insert(
+                                http::header::TRAILER,
+                                http::HeaderValue::from_static("grpc-status"),
+                            );
+                        }
+                        Ok::<_, Infallible>(res)
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -98,6 +116,8 @@ fn get(path: &str) -> Request<Plain> {
         http::header::HOST,
         http::HeaderValue::from_static("upstream"),
     );
+    req.headers_mut()
+        .insert(http::header::TE, http::HeaderValue::from_static("trailers"));
     req
 }
 
@@ -242,4 +262,23 @@ async fn an_idle_connection_the_upstream_closed_is_passed_over_without_an_error(
     );
     assert_eq!(fetch(&lane, "/", Conn::Pooled).await, "first");
     assert_eq!(counts.accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_connection_whose_answer_ended_with_trailers_is_used_again() {
+    let (addr, counts) = upstream(Arc::default()).await;
+    let lane = lane(addr, LONG, 8);
+    let mut res = Arc::clone(&lane)
+        .send(get("/trailers"), Conn::Pooled)
+        .await
+        .unwrap();
+    let data = res.body_mut().frame().await.unwrap().unwrap();
+    assert_eq!(data.into_data().unwrap(), "first");
+    let trailers = res.body_mut().frame().await.unwrap().unwrap();
+    assert_eq!(trailers.trailers_ref().unwrap()["grpc-status"], "0");
+    // Polled no further, as hyper's server does after trailers.
+    settle().await;
+    assert_eq!(fetch(&lane, "/", Conn::Pooled).await, "first");
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 1);
+    drop(res);
 }
