@@ -14,7 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use rand::rngs::OsRng;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize as _, Zeroizing};
 
 /// Length of a key in the ring: AES-256.
 pub const KEY_LEN: usize = 32;
@@ -25,6 +25,8 @@ const VERSION: u8 = 1;
 /// Longest cookie value we try to open (login cookies stay under 1 KB); anything larger is
 /// not ours.
 const MAX_SEALED_LEN: usize = 1536;
+/// The most bytes a [`MAX_SEALED_LEN`] value decodes to.
+const MAX_DECODED_LEN: usize = MAX_SEALED_LEN / 4 * 3;
 
 /// Session keys: the first seals, all open.
 pub struct KeyRing {
@@ -81,44 +83,78 @@ impl KeyRing {
 
     /// Opens a value sealed by [`KeyRing::seal`] for the same cookie name with any key of the ring.
     pub fn open(&self, name: &str, sealed: &str) -> Option<Zeroizing<Vec<u8>>> {
+        self.open_with(name, sealed, |plain| Some(Zeroizing::new(plain.to_vec())))
+    }
+
+    /// [`KeyRing::open`], handing the plaintext to `read` where it was decoded and opened (on
+    /// the stack, wiped after): a session cookie, opened on every request, costs no
+    /// allocation.
+    pub fn open_with<T>(
+        &self,
+        name: &str,
+        sealed: &str,
+        read: impl FnOnce(&[u8]) -> Option<T>,
+    ) -> Option<T> {
         if sealed.len() > MAX_SEALED_LEN {
             return None;
         }
-        // Opened where it was decoded: no second buffer for the plaintext.
-        let mut raw = Zeroizing::new(URL_SAFE_NO_PAD.decode(sealed.as_bytes()).ok()?);
-        if raw.first() != Some(&VERSION) || raw.len() < 1 + NONCE_LEN + TAG_LEN {
-            return None;
-        }
-        let aad = associated_data(name);
-        let len = raw.len() - TAG_LEN;
-        let (head, tag) = raw.split_at_mut(len);
-        let (nonce, msg) = head[1..].split_at_mut(NONCE_LEN);
+        let mut buf = [0u8; MAX_DECODED_LEN];
+        let decoded = URL_SAFE_NO_PAD
+            .decode_slice(sealed.as_bytes(), &mut buf)
+            .ok()?;
+        let raw = &mut buf[..decoded];
+        let result = open_in_place(&self.ciphers, name, raw).and_then(read);
+        raw.zeroize();
+        result
+    }
+}
+
+/// Checks and decrypts `raw` (version ‖ nonce ‖ ciphertext ‖ tag) in place with the first key
+/// that authenticates it; the plaintext, a part of `raw`.
+fn open_in_place<'a>(ciphers: &[Aes256Gcm], name: &str, raw: &'a mut [u8]) -> Option<&'a [u8]> {
+    if raw.first() != Some(&VERSION) || raw.len() < 1 + NONCE_LEN + TAG_LEN {
+        return None;
+    }
+    let len = raw.len() - TAG_LEN;
+    let (head, tag) = raw.split_at_mut(len);
+    let (nonce, msg) = head[1..].split_at_mut(NONCE_LEN);
+    let opened = with_associated_data(name, |aad| {
         // A key that does not authenticate leaves `msg` as it was (the tag is checked
         // before anything is decrypted), so the next key sees the same ciphertext.
-        let opened = self.ciphers.iter().any(|cipher| {
+        ciphers.iter().any(|cipher| {
             cipher
-                .decrypt_in_place_detached(
-                    Nonce::from_slice(nonce),
-                    &aad,
-                    msg,
-                    Tag::from_slice(tag),
-                )
+                .decrypt_in_place_detached(Nonce::from_slice(nonce), aad, msg, Tag::from_slice(tag))
                 .is_ok()
-        });
-        if !opened {
-            return None;
+        })
+    });
+    opened.then_some(&*msg)
+}
+
+/// What the associated data starts with: the format and its version, then the cookie's name.
+const AAD_PREFIX: [u8; 12] = {
+    let mut prefix = *b"gatehouse/?/";
+    prefix[10] = VERSION;
+    prefix
+};
+
+/// Runs `f` with the associated data for the cookie called `name`, built on the stack when
+/// the name is of a usual length.
+fn with_associated_data<T>(name: &str, f: impl FnOnce(&[u8]) -> T) -> T {
+    let mut buf = [0u8; 64];
+    match buf.get_mut(..AAD_PREFIX.len() + name.len()) {
+        Some(aad) => {
+            let (prefix, rest) = aad.split_at_mut(AAD_PREFIX.len());
+            prefix.copy_from_slice(&AAD_PREFIX);
+            rest.copy_from_slice(name.as_bytes());
+            f(aad)
         }
-        raw.truncate(len);
-        raw.drain(..1 + NONCE_LEN);
-        Some(raw)
+        None => f(&associated_data(name)),
     }
 }
 
 fn associated_data(name: &str) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(name.len() + 12);
-    aad.extend_from_slice(b"gatehouse/");
-    aad.push(VERSION);
-    aad.push(b'/');
+    let mut aad = Vec::with_capacity(AAD_PREFIX.len() + name.len());
+    aad.extend_from_slice(&AAD_PREFIX);
     aad.extend_from_slice(name.as_bytes());
     aad
 }
@@ -199,5 +235,53 @@ mod tests {
         for junk in ["", "=", "AAAA", "not base64!", &"A".repeat(8192)] {
             assert!(r.open("c", junk).is_none(), "{junk:.20}");
         }
+    }
+
+    #[test]
+    fn a_name_too_long_for_the_stack_still_binds_the_value_to_it() {
+        let r = ring(&[1]);
+        let (name, other) = ("n".repeat(80), format!("{}m", "n".repeat(79)));
+        let sealed = r.seal(&name, b"v");
+        assert_eq!(
+            r.open(&name, &sealed).as_deref().map(Vec::as_slice),
+            Some(&b"v"[..])
+        );
+        assert!(r.open(&other, &sealed).is_none());
+    }
+
+    #[test]
+    fn the_longest_value_accepted_opens_and_one_longer_does_not() {
+        let r = ring(&[1]);
+        // 1 + 12 + 1123 + 16 = 1152 bytes: 1536 characters of base64.
+        let longest = r.seal("c", &[7u8; 1123]);
+        assert_eq!(longest.len(), MAX_SEALED_LEN);
+        assert_eq!(r.open("c", &longest).map(|p| p.len()), Some(1123));
+        let longer = r.seal("c", &[7u8; 1124]);
+        assert!(longer.len() > MAX_SEALED_LEN);
+        assert!(r.open("c", &longer).is_none());
+    }
+
+    #[test]
+    fn values_sealed_by_earlier_releases_still_open() {
+        // The format as it has been since version 1: version ‖ nonce ‖ ciphertext ‖ tag, the
+        // associated data "gatehouse/" ‖ version ‖ "/" ‖ name. Cookies in browsers outlive
+        // an upgrade.
+        let key = [3u8; KEY_LEN];
+        let nonce = [9u8; NONCE_LEN];
+        let ct = Aes256Gcm::new((&key).into())
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: b"kept",
+                    aad: b"gatehouse/\x01/__Host-gatehouse",
+                },
+            )
+            .unwrap();
+        let sealed = URL_SAFE_NO_PAD.encode([&[1u8][..], &nonce, &ct].concat());
+        let r = KeyRing::new(vec![key]);
+        assert_eq!(
+            r.open_with("__Host-gatehouse", &sealed, |p| Some(p.to_vec())),
+            Some(b"kept".to_vec())
+        );
     }
 }

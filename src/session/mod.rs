@@ -154,9 +154,9 @@ impl Sessions {
 
     /// The session cookie's secret, from the first value of our cookie that opens.
     pub fn cookie_secret(&self, jar: &Jar) -> Option<CookieSecret> {
+        let keys = self.keys.load();
         jar.session_values()
-            .find_map(|v| self.keys.load().open(&self.cookie_name, v))
-            .and_then(|plain| CookieSecret::from_bytes(&plain))
+            .find_map(|v| keys.open_with(&self.cookie_name, v, CookieSecret::from_bytes))
     }
 
     /// Loads the session the cookie points to. `Ok(None)` when there is none or it expired.
