@@ -13,6 +13,7 @@
 use std::ops::Range;
 
 use http::header::{COOKIE, HeaderMap, HeaderValue};
+use smallvec::SmallVec;
 
 /// The names gatehouse owns, as the jar classifies them.
 #[derive(Debug, Clone)]
@@ -49,11 +50,12 @@ struct Pair {
     value: Range<usize>,
 }
 
-/// The request's cookies, taken out of its headers.
+/// The request's cookies, taken out of its headers. A request has one `Cookie` header and
+/// one session cookie in it: those are kept inline, no allocation.
 #[derive(Debug, Default)]
 pub struct Jar {
-    raw: Vec<HeaderValue>,
-    session: Vec<Pair>,
+    raw: SmallVec<[HeaderValue; 1]>,
+    session: SmallVec<[Pair; 1]>,
     login: Vec<Pair>,
     /// Whether any pair is not ours (there is something to forward).
     foreign: bool,
@@ -62,17 +64,16 @@ pub struct Jar {
 impl Jar {
     /// Removes every `Cookie` header from `headers` and classifies its pairs.
     pub fn take(headers: &mut HeaderMap, names: &CookieNames) -> Jar {
-        let raw: Vec<HeaderValue> = match headers.entry(COOKIE) {
-            http::header::Entry::Occupied(e) => e.remove_entry_mult().1.collect(),
-            http::header::Entry::Vacant(_) => Vec::new(),
-        };
-        Self::from_values(raw, names)
+        match headers.entry(COOKIE) {
+            http::header::Entry::Occupied(e) => Self::from_values(e.remove_entry_mult().1, names),
+            http::header::Entry::Vacant(_) => Jar::default(),
+        }
     }
 
     /// Classifies the pairs of these `Cookie` header values.
-    pub fn from_values(raw: Vec<HeaderValue>, names: &CookieNames) -> Jar {
+    pub fn from_values(raw: impl IntoIterator<Item = HeaderValue>, names: &CookieNames) -> Jar {
         let mut jar = Jar {
-            raw,
+            raw: raw.into_iter().collect(),
             ..Jar::default()
         };
         for (i, header) in jar.raw.iter().enumerate() {
@@ -139,17 +140,14 @@ impl Jar {
         ) {
             return Some(only.clone());
         }
-        let mut kept: Vec<u8> = Vec::new();
+        let mut kept: Vec<u8> = Vec::with_capacity(self.raw.iter().map(HeaderValue::len).sum());
         for (i, header) in self.raw.iter().enumerate() {
-            let ours: Vec<Range<usize>> = self
-                .session
-                .iter()
-                .chain(&self.login)
-                .filter(|p| p.header == i)
-                .map(|p| p.name.clone())
-                .collect();
             for pair in segments(header.as_bytes()) {
-                let is_ours = ours.iter().any(|n| n.start == pair.start);
+                let is_ours = self
+                    .session
+                    .iter()
+                    .chain(&self.login)
+                    .any(|p| p.header == i && p.name.start == pair.start);
                 if is_ours {
                     continue;
                 }
@@ -160,7 +158,8 @@ impl Jar {
                 kept.extend_from_slice(&header.as_bytes()[pair]);
             }
         }
-        HeaderValue::from_bytes(&kept).ok()
+        // The buffer becomes the value: no copy.
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(kept)).ok()
     }
 }
 
@@ -214,10 +213,7 @@ mod tests {
     }
 
     fn jar(cookies: &[&str]) -> Jar {
-        let raw = cookies
-            .iter()
-            .map(|c| HeaderValue::from_str(c).unwrap())
-            .collect();
+        let raw = cookies.iter().map(|c| HeaderValue::from_str(c).unwrap());
         Jar::from_values(raw, &names())
     }
 
