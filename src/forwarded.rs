@@ -113,15 +113,37 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The direct peer of a connection, as every request on it names it: made once per
+/// connection, so that a request copies its address text (a reference count) instead of
+/// writing it again.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The address, IPv4-mapped IPv6 taken as IPv4.
+    pub ip: IpAddr,
+    /// `ip` as text, the `X-Forwarded-For` of a request from an untrusted peer.
+    text: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Peer {
+        let ip = canonical(addr.ip());
+        Peer {
+            addr,
+            ip,
+            // One allocation, shared by every copy. Addresses are always valid header text.
+            text: HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(IpText::new(ip)))
+                .unwrap_or(HeaderValue::from_static("")),
+        }
+    }
+}
+
 /// Rules 1 to 3 for a request from `peer` with `headers`.
-pub fn client(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> ClientInfo {
-    let peer_ip = canonical(peer.ip());
+pub fn client(peer: &Peer, headers: &HeaderMap, trusted: &[IpNet]) -> ClientInfo {
+    let peer_ip = peer.ip;
     let untrusted = || ClientInfo {
         ip: peer_ip,
-        // One allocation, shared by the request's copies (a `String` would take two).
-        // Addresses are always valid header text.
-        chain: HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(IpText::new(peer_ip)))
-            .unwrap_or(HeaderValue::from_static("")),
+        chain: peer.text.clone(),
         proto: None,
         host: None,
     };
@@ -248,8 +270,8 @@ mod tests {
         h
     }
 
-    fn peer(ip: &str) -> SocketAddr {
-        SocketAddr::new(ip.parse().unwrap(), 40000)
+    fn peer(ip: &str) -> Peer {
+        Peer::new(SocketAddr::new(ip.parse().unwrap(), 40000))
     }
 
     #[test]
@@ -259,11 +281,11 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("forwarded", "for=2.2.2.2"),
         ]);
-        let c = client(peer("203.0.113.9"), &h, &nets(&["10.0.0.0/8"]));
+        let c = client(&peer("203.0.113.9"), &h, &nets(&["10.0.0.0/8"]));
         assert_eq!(c.ip, "203.0.113.9".parse::<IpAddr>().unwrap());
         assert_eq!(c.chain, "203.0.113.9");
         assert_eq!((c.proto, c.host), (None, None));
-        let none = client(peer("10.0.0.1"), &h, &[]);
+        let none = client(&peer("10.0.0.1"), &h, &[]);
         assert_eq!(
             none.chain, "10.0.0.1",
             "no trusted proxies: nobody is believed"
@@ -280,7 +302,7 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "app.example.com"),
         ]);
-        let c = client(peer("127.0.0.1"), &h, &trusted);
+        let c = client(&peer("127.0.0.1"), &h, &trusted);
         assert_eq!(c.ip, "198.51.100.7".parse::<IpAddr>().unwrap());
         assert_eq!(c.chain, "198.51.100.7, 10.1.1.1, 127.0.0.1");
         assert_eq!(c.proto.as_deref(), Some("https"));
@@ -294,7 +316,7 @@ mod tests {
             "forwarded",
             r#"for="[2001:db8::1]:4711";proto=https, for=10.0.0.2"#,
         )]);
-        let c = client(peer("10.0.0.3"), &h, &trusted);
+        let c = client(&peer("10.0.0.3"), &h, &trusted);
         assert_eq!(c.ip, "2001:db8::1".parse::<IpAddr>().unwrap());
         assert_eq!(c.chain, "2001:db8::1, 10.0.0.2, 10.0.0.3");
     }
@@ -303,7 +325,7 @@ mod tests {
     fn garbage_ends_the_walk_and_an_all_trusted_chain_yields_its_first_hop() {
         let trusted = nets(&["10.0.0.0/8"]);
         let h = headers(&[("x-forwarded-for", "198.51.100.1, unknown, 10.0.0.9")]);
-        let c = client(peer("10.0.0.1"), &h, &trusted);
+        let c = client(&peer("10.0.0.1"), &h, &trusted);
         assert_eq!(
             c.ip,
             "10.0.0.9".parse::<IpAddr>().unwrap(),
@@ -311,7 +333,7 @@ mod tests {
         );
         assert_eq!(c.chain, "10.0.0.9, 10.0.0.1");
         let h = headers(&[("x-forwarded-for", "10.0.0.5, 10.0.0.6")]);
-        let c = client(peer("10.0.0.1"), &h, &trusted);
+        let c = client(&peer("10.0.0.1"), &h, &trusted);
         assert_eq!(c.ip, "10.0.0.5".parse::<IpAddr>().unwrap());
     }
 
@@ -322,7 +344,7 @@ mod tests {
             ("x-forwarded-for", "192.0.2.1"),
             ("x-forwarded-proto", "gopher"),
         ]);
-        let c = client(peer("::ffff:10.0.0.1"), &h, &trusted);
+        let c = client(&peer("::ffff:10.0.0.1"), &h, &trusted);
         assert_eq!(c.ip, "192.0.2.1".parse::<IpAddr>().unwrap());
         assert_eq!(c.proto, None);
     }

@@ -19,7 +19,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::cookie::Jar;
 use crate::error::Error;
-use crate::forwarded::{self, ClientInfo};
+use crate::forwarded::{self, ClientInfo, Peer};
 use crate::host::{self, Verdict};
 use crate::proxy::headers::{self, Forwarding};
 use crate::response::Body;
@@ -72,7 +72,7 @@ impl<'a> Ctx<'a> {
     pub fn read(
         app: &App,
         config: &'a Config,
-        peer: SocketAddr,
+        peer: &Peer,
         trusted: bool,
         req: &mut Request<Incoming>,
     ) -> Ctx<'a> {
@@ -85,7 +85,7 @@ impl<'a> Ctx<'a> {
         let client = forwarded::client(peer, req.headers(), &config.server.trusted_proxies);
         Ctx {
             config,
-            peer,
+            peer: peer.addr,
             client,
             request_id: RequestId::choose(req.headers(), trusted),
             started: Instant::now(),
@@ -103,12 +103,12 @@ impl<'a> Ctx<'a> {
 /// Entry point for every request: never fails, always answers.
 pub async fn handle(
     app: Arc<App>,
-    peer: SocketAddr,
+    peer: Peer,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let config = app.snapshot();
-    let trusted = request_id::trusted_peer(&config, peer);
-    let mut ctx = Ctx::read(&app, &config, peer, trusted, &mut req);
+    let trusted = request_id::trusted_peer(&config, peer.addr);
+    let mut ctx = Ctx::read(&app, &config, &peer, trusted, &mut req);
     let spans = RequestSpans::start(&ctx.request_id, &ctx.method, req.headers(), trusted);
     // Boxed once here, so that the spans' wrappers and hyper move a pointer, not the phases'
     // state (kilobytes).
@@ -118,8 +118,6 @@ pub async fn handle(
     response
         .headers_mut()
         .insert(X_REQUEST_ID, ctx.request_id.header_value());
-    app.metrics
-        .request(ctx.route, response.status(), ctx.started.elapsed());
     spans.finish(ctx.route, response.status());
     Ok(response)
 }
@@ -132,15 +130,18 @@ async fn respond<'a>(app: &Arc<App>, req: Request<Incoming>, ctx: &mut Ctx<'a>) 
     for cookie in ctx.set_cookies.drain(..) {
         response.headers_mut().append(SET_COOKIE, cookie);
     }
+    // One clock read for the log line and the metrics.
+    let latency = ctx.started.elapsed();
     telemetry::access::log(&telemetry::access::Line {
         request_id: &ctx.request_id,
         method: &ctx.method,
         client: ctx.client.ip,
         route: ctx.route,
         status: response.status(),
-        latency: ctx.started.elapsed(),
+        latency,
         session: ctx.session,
     });
+    app.metrics.request(ctx.route, response.status(), latency);
     response
 }
 
@@ -259,9 +260,7 @@ async fn forward(
     let mut authorization = None;
     if route.auth != AuthMode::None {
         csrf::verify(req.headers(), &route.csrf)?;
-        // Boxed: the store's futures are large, and inline they would make every request's
-        // future (`auth = "none"` too) that much larger to move.
-        authorization = Some(Box::pin(authenticate(app, route, ctx)).await?.1);
+        authorization = Some(authenticate(app, route, ctx).await?.1);
     }
     let client_ip = std::mem::replace(&mut ctx.client.chain, HeaderValue::from_static(""));
     headers::prepare_request(req.headers_mut(), forwarding(ctx, client_ip, authorization));

@@ -18,6 +18,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::app::{App, StartError};
 use crate::config::Config;
+use crate::forwarded::Peer;
 use crate::pipeline::{self, MAX_HEAD_BYTES};
 use crate::websocket::{self, Close};
 use conn::{Activity, ClientStream, Expired, Expiry, PerIp, Slot, Tracked};
@@ -414,12 +415,14 @@ async fn connection(
     let service = {
         let activity = Arc::clone(&activity);
         let handle = ConnHandle::new(slot, Arc::clone(&activity));
+        let peer = Peer::new(peer);
         service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             let in_flight = activity.begin();
             if websocket::may_upgrade(&req) {
                 req.extensions_mut().insert(handle.clone());
             }
             let app = Arc::clone(&app);
+            let peer = peer.clone();
             async move {
                 let res = pipeline::handle(app, peer, req).await?;
                 Ok::<_, Infallible>(res.map(|body| Tracked::new(body, in_flight)))
