@@ -55,6 +55,41 @@ fn cookie(c: &mut Criterion) {
     group.finish();
 }
 
+/// Reading a request's `Cookie` header into the jar: the session cookie beside one other,
+/// and beside 4 KB of a site's other cookies (analytics, consent, A/B tests).
+fn cookie_jar(c: &mut Criterion) {
+    let names = CookieNames::new(COOKIE_NAME);
+    let session =
+        KeyRing::new(vec![[1; KEY_LEN]]).seal(COOKIE_NAME, &CookieSecret::random().to_bytes());
+    let small = format!("theme=dark; {COOKIE_NAME}={session}");
+    let others: Vec<String> = (0..40)
+        .map(|i| {
+            format!(
+                "_ga_{i:02}=GS1.1.1700000000.{i}.1.1700000000.0.0.{}",
+                "9".repeat(60)
+            )
+        })
+        .collect();
+    let large = format!("{}; {COOKIE_NAME}={session}", others.join("; "));
+    assert!(large.len() > 4096);
+    let mut group = c.benchmark_group("cookie_jar");
+    for (name, value) in [("take", small), ("take_4k", large)] {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            COOKIE,
+            HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("")),
+        );
+        group.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || headers.clone(),
+                |headers| Jar::take(headers, &names),
+                criterion::BatchSize::SmallInput,
+            );
+        });
+    }
+    group.finish();
+}
+
 /// A config whose only interesting part is the session store.
 fn config(session: &str) -> Option<Config> {
     let text = format!(
@@ -379,6 +414,7 @@ async fn logged_in_app(app: &gatehouse::app::App) -> Option<HeaderMap> {
 criterion_group!(
     benches,
     cookie,
+    cookie_jar,
     store_key,
     session_decode,
     header_rewrite,
