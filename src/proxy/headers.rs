@@ -13,7 +13,7 @@
 //! 5. `TE: trailers` survives as the one `TE` value forwarded (gRPC needs it, and a client
 //!    that accepts trailers gets them); `Trailer` is end to end and passes both ways.
 
-use http::header::{AUTHORIZATION, CONNECTION, COOKIE, HOST, SET_COOKIE, TE};
+use http::header::{AUTHORIZATION, CONNECTION, COOKIE, SET_COOKIE, TE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::cookie::CookieNames;
@@ -263,6 +263,10 @@ fn accepts_trailers(headers: &HeaderMap) -> bool {
         })
 }
 
+/// Rules 1 to 5 on a request's headers, and what `f` says added. The client's `Host` (which
+/// names gatehouse) is left where it is: every request to an upstream is built by
+/// [`crate::proxy`]'s `Head::request`, which overwrites it with the address's own, and a map
+/// that keeps the name needs no growing for it.
 pub fn prepare_request(headers: &mut HeaderMap, f: Forwarding<'_>) {
     let trailers = accepts_trailers(headers);
     strip_hop_by_hop(headers);
@@ -307,8 +311,6 @@ pub fn prepare_request(headers: &mut HeaderMap, f: Forwarding<'_>) {
     if let Some(v) = f.host {
         headers.insert(X_FORWARDED_HOST.clone(), v);
     }
-    // The client's `Host` names us; each attempt sets its address's own (`proxy::Head`).
-    headers.remove(HOST);
 }
 
 #[cfg(test)]
@@ -363,7 +365,6 @@ mod tests {
         prepare_request(&mut h, forwarding(None));
         assert_eq!(h["x-forwarded-for"], "192.0.2.1");
         assert_eq!(h["x-forwarded-host"], "app.example");
-        assert!(h.get("host").is_none(), "each attempt sets its own");
         assert!(h.values().all(|v| v != "evil"), "{h:?}");
     }
 

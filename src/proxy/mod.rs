@@ -18,7 +18,7 @@ use bytes::Bytes;
 use rustls_pki_types::CertificateDer;
 
 use http::header::HOST;
-use http::{HeaderValue, Method, Request, Response, Uri};
+use http::{Method, Request, Response, Uri};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 
@@ -211,10 +211,7 @@ struct Head {
 }
 
 impl From<http::request::Parts> for Head {
-    fn from(mut parts: http::request::Parts) -> Head {
-        // The slot each attempt's `Host` takes: a copy of a map has no room to spare, and a
-        // name added to it would grow (reallocate) it.
-        parts.headers.insert(HOST, HeaderValue::from_static(""));
+    fn from(parts: http::request::Parts) -> Head {
         Head {
             method: parts.method,
             path_and_query: parts.uri.path_and_query().cloned(),
@@ -243,7 +240,8 @@ impl Head {
             *req.uri_mut() = uri;
         }
         *req.headers_mut() = self.headers.clone();
-        // Takes the slot made in `Head::from`: the copy does not grow.
+        // Over the client's `Host` (it names gatehouse; `headers::prepare_request` leaves it as
+        // the slot), so that the copy does not grow.
         req.headers_mut().insert(HOST, endpoint.origin.host.clone());
         // The version of the hop to the upstream is the client's to choose (ALPN, h2 only).
         *req.version_mut() = http::Version::HTTP_11;
