@@ -13,20 +13,21 @@
 #     at `info` to a file and (memory) the metrics listener on; and once more logging warnings
 #     only without metrics, to show what logging and metrics cost;
 # signs in the way a browser would (curl through the provider's sign-in form), and runs
-# `wrk -t1 -c32` and `-c256` against each target. Prints requests/s, p99 latency and the
-# ratio to nginx plain from this one run: figures from different runs are not comparable on a
-# shared machine.
+# `wrk -t1 -c32` and `-c256` against each target: a warm-up run, then ROUNDS runs. Prints
+# the median requests/s, the median p99 latency and the ratio to nginx plain from this one
+# run: figures from different runs are not comparable on a shared machine.
 #
 #   scripts/loadtest.sh
 #
-# Env: DURATION (default 5s), CONNECTIONS (default "32 256"), PORT_BASE (default 21000),
-# REDIS_URL (default redis://127.0.0.1:6379; the Redis run is skipped when none answers),
-# GATEHOUSE_LOG (default info), CARGO_TARGET_DIR, NO_BUILD (set: use the binaries already in
-# $CARGO_TARGET_DIR/release), KEEP (set: keep the scratch directory).
+# Env: DURATION (default 5s), ROUNDS (default 3), CONNECTIONS (default "32 256"), PORT_BASE
+# (default 21000), REDIS_URL (default redis://127.0.0.1:6379; the Redis run is skipped when
+# none answers), GATEHOUSE_LOG (default info), CARGO_TARGET_DIR, NO_BUILD (set: use the
+# binaries already in $CARGO_TARGET_DIR/release), KEEP (set: keep the scratch directory).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 DURATION=${DURATION:-5s}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-"32 256"}
 PORT_BASE=${PORT_BASE:-21000}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
@@ -205,21 +206,39 @@ login() {
   printf '%s\n' "$session"
 }
 
+# ms LATENCY: wrk's "1.23ms" / "456.00us" / "1.02s" in milliseconds.
+ms() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.2f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.2f", v }
+    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.2f", v * 1000 }
+    else printf "?" }'
+}
+
 declare -A rps p99
 labels=()
-# run LABEL URL [wrk -H flags...]: one wrk run per connection count.
+# median N...: the middle of the numbers given (the lower middle of an even count).
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# run LABEL URL [wrk -H flags...]: per connection count, a warm-up run (not counted: fresh
+# pools and caches), then ROUNDS runs; the median requests/s and the median p99 are kept.
 run() {
-  local label=$1 url=$2 c out errors
+  local label=$1 url=$2 c out errors round
   shift 2
   labels+=("$label")
   for c in $CONNECTIONS; do
-    say "wrk -t1 -c$c -d$DURATION $label: $url"
-    out=$(wrk -t1 "-c$c" "-d$DURATION" --latency "$@" "$url")
-    printf '%s\n' "$out" >&2
-    errors=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' <<<"$out")
-    [ -z "$errors" ] || die "$label at c$c: $errors non-2xx responses"
-    rps[$label,$c]=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
-    p99[$label,$c]=$(awk '$1 == "99%" { print $2 }' <<<"$out")
+    wrk -t1 "-c$c" -d1s "$@" "$url" >/dev/null
+    local all_rps=() all_p99=()
+    for round in $(seq "$ROUNDS"); do
+      say "wrk -t1 -c$c -d$DURATION $label ($round/$ROUNDS): $url"
+      out=$(wrk -t1 "-c$c" "-d$DURATION" --latency "$@" "$url")
+      printf '%s\n' "$out" >&2
+      errors=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' <<<"$out")
+      [ -z "$errors" ] || die "$label at c$c: $errors non-2xx responses"
+      all_rps+=("$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")")
+      all_p99+=("$(ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")")
+    done
+    rps[$label,$c]=$(median "${all_rps[@]}")
+    p99[$label,$c]=$(median "${all_p99[@]}")
   done
 }
 
@@ -257,17 +276,9 @@ else
   say "no Redis answers at $REDIS_URL: skipping the Redis run"
 fi
 
-# ms LATENCY: wrk's "1.23ms" / "456.00us" / "1.02s" in milliseconds.
-ms() {
-  awk -v v="$1" 'BEGIN {
-    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.2f", v / 1000 }
-    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.2f", v }
-    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.2f", v * 1000 }
-    else printf "?" }'
-}
 
 echo
-echo "wrk -t1 -d$DURATION, $(nproc) cores, loopback, access logs on; one run (shared machine: noisy)"
+echo "wrk -t1 -d$DURATION, median of $ROUNDS rounds after a warm-up, $(nproc) cores, loopback, access logs on"
 printf '%-38s' "target"
 for c in $CONNECTIONS; do printf ' | %10s %9s %7s' "c$c req/s" "p99 ms" "ratio"; done
 echo
@@ -276,7 +287,7 @@ for label in "${labels[@]}"; do
   printf '%-38s' "$label"
   for c in $CONNECTIONS; do
     ratio=$(awk -v a="${rps[$label,$c]}" -v b="${rps[$ref,$c]}" 'BEGIN { printf "%.2f", a / b }')
-    printf ' | %10s %9s %6sx' "${rps[$label,$c]}" "$(ms "${p99[$label,$c]}")" "$ratio"
+    printf ' | %10s %9s %6sx' "${rps[$label,$c]}" "${p99[$label,$c]}" "$ratio"
   done
   echo
 done
