@@ -189,6 +189,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         && let http::header::Entry::Occupied(entry) = headers.entry(CONNECTION)
     {
         for value in entry.remove_entry_mult().1 {
+            // What nearly every message says: one token that names no other header.
+            let whole = value.as_bytes();
+            if whole.eq_ignore_ascii_case(b"keep-alive") || whole.eq_ignore_ascii_case(b"close") {
+                continue;
+            }
             let tokens = value.to_str().ok().into_iter().flat_map(|v| v.split(','));
             for token in tokens.map(str::trim) {
                 let known = token.eq_ignore_ascii_case("close")
@@ -383,6 +388,21 @@ mod tests {
         h.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
+    }
+
+    #[test]
+    fn a_connection_header_of_one_usual_token_goes_and_everything_end_to_end_stays() {
+        for usual in ["keep-alive", "Keep-Alive", "close", "CLOSE"] {
+            let mut h = HeaderMap::new();
+            h.insert(CONNECTION, HeaderValue::from_static(usual));
+            h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+            h.insert("content-type", HeaderValue::from_static("application/json"));
+            h.insert("x-kept", HeaderValue::from_static("1"));
+            strip_hop_by_hop(&mut h);
+            let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+            left.sort_unstable();
+            assert_eq!(left, ["content-type", "x-kept"], "{usual}");
+        }
     }
 
     #[test]
