@@ -12,7 +12,7 @@ mod jar;
 mod seal;
 
 pub use jar::{CookieNames, Jar};
-pub use seal::{KEY_LEN, KeyRing, random_key};
+pub use seal::{KEY_LEN, KeyRing, MAX_NAME_LEN, random_key};
 
 use std::time::Duration;
 

@@ -18,6 +18,8 @@ use zeroize::{Zeroize as _, Zeroizing};
 
 /// Length of a key in the ring: AES-256.
 pub const KEY_LEN: usize = 32;
+/// Longest cookie name the config accepts (`session.cookie_name`).
+pub const MAX_NAME_LEN: usize = 64;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 /// Format version, the first byte of every sealed value; bound into the associated data.
@@ -137,10 +139,10 @@ const AAD_PREFIX: [u8; 12] = {
     prefix
 };
 
-/// Runs `f` with the associated data for the cookie called `name`, built on the stack when
-/// the name is of a usual length.
+/// Runs `f` with the associated data for the cookie called `name`, built on the stack for
+/// every name the config accepts.
 fn with_associated_data<T>(name: &str, f: impl FnOnce(&[u8]) -> T) -> T {
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; AAD_PREFIX.len() + MAX_NAME_LEN];
     match buf.get_mut(..AAD_PREFIX.len() + name.len()) {
         Some(aad) => {
             let (prefix, rest) = aad.split_at_mut(AAD_PREFIX.len());
@@ -240,13 +242,16 @@ mod tests {
     #[test]
     fn a_name_too_long_for_the_stack_still_binds_the_value_to_it() {
         let r = ring(&[1]);
-        let (name, other) = ("n".repeat(80), format!("{}m", "n".repeat(79)));
-        let sealed = r.seal(&name, b"v");
-        assert_eq!(
-            r.open(&name, &sealed).as_deref().map(Vec::as_slice),
-            Some(&b"v"[..])
-        );
-        assert!(r.open(&other, &sealed).is_none());
+        // The longest name the config accepts (on the stack), and a longer one (not).
+        for len in [MAX_NAME_LEN, 80] {
+            let (name, other) = ("n".repeat(len), format!("{}m", "n".repeat(len - 1)));
+            let sealed = r.seal(&name, b"v");
+            assert_eq!(
+                r.open(&name, &sealed).as_deref().map(Vec::as_slice),
+                Some(&b"v"[..])
+            );
+            assert!(r.open(&other, &sealed).is_none(), "{len}");
+        }
     }
 
     #[test]

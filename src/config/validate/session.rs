@@ -102,7 +102,7 @@ pub(super) fn session(
         .clone()
         .unwrap_or_else(|| DEFAULT_COOKIE_NAME.to_owned());
     let valid_name = !cookie_name.is_empty()
-        && cookie_name.len() <= 64
+        && cookie_name.len() <= crate::cookie::MAX_NAME_LEN
         && cookie_name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
