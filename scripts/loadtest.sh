@@ -13,9 +13,12 @@
 #     at `info` to a file and (memory) the metrics listener on; and once more logging warnings
 #     only without metrics, to show what logging and metrics cost;
 # signs in the way a browser would (curl through the provider's sign-in form), and runs
-# `wrk -t1 -c32` and `-c256` against each target: a warm-up run, then ROUNDS runs. Prints
-# the median requests/s, the median p99 latency and the ratio to nginx plain from this one
-# run: figures from different runs are not comparable on a shared machine.
+# `wrk -t1 -c32` and `-c256` against each target: a warm-up run of each, then ROUNDS rounds
+# that each run every target once, in turn (so that a slow spell of the machine falls on all
+# targets alike, not on whichever came last). Prints the median requests/s, the median p99
+# latency and the ratio to nginx plain from this one run, and the CPU time the hypervisor
+# took from this machine meanwhile (steal): figures from different runs, or from a run with
+# much steal, are not comparable.
 #
 #   scripts/loadtest.sh
 #
@@ -215,52 +218,80 @@ ms() {
     else printf "?" }'
 }
 
-declare -A rps p99
+declare -A rps p99 url cookie all_rps all_p99
 labels=()
 # median N...: the middle of the numbers given (the lower middle of an even count).
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-# run LABEL URL [wrk -H flags...]: per connection count, a warm-up run (not counted: fresh
-# pools and caches), then ROUNDS runs; the median requests/s and the median p99 are kept.
-run() {
-  local label=$1 url=$2 c out errors round
+# target LABEL URL [SESSION_COOKIE]: one more target to measure (with the session cookie and
+# the anti-forgery header when a cookie is given).
+target() {
+  labels+=("$1")
+  url[$1]=$2
+  cookie[$1]=${3:-}
+}
+# wrk_at LABEL C [wrk flags...]: wrk against the target, with its cookie.
+wrk_at() {
+  local label=$1 c=$2
   shift 2
-  labels+=("$label")
+  local headers=()
+  [ -z "${cookie[$label]}" ] || headers=(-H "Cookie: ${cookie[$label]}" -H 'X-CSRF: 1')
+  wrk -t1 "-c$c" "$@" "${headers[@]}" "${url[$label]}"
+}
+# steal: the machine's CPU time counters from /proc/stat: "steal total".
+steal() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; print $9, t }' /proc/stat; }
+# measure: per connection count, a warm-up run of each target (not counted: fresh pools and
+# caches), then ROUNDS rounds of one run of each target in turn; keeps the median
+# requests/s and the median p99 of each.
+measure() {
+  local c label out errors round
+  read -r steal0 total0 < <(steal)
   for c in $CONNECTIONS; do
-    wrk -t1 "-c$c" -d1s "$@" "$url" >/dev/null
-    local all_rps=() all_p99=()
-    for round in $(seq "$ROUNDS"); do
-      say "wrk -t1 -c$c -d$DURATION $label ($round/$ROUNDS): $url"
-      out=$(wrk -t1 "-c$c" "-d$DURATION" --latency "$@" "$url")
-      printf '%s\n' "$out" >&2
-      errors=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' <<<"$out")
-      [ -z "$errors" ] || die "$label at c$c: $errors non-2xx responses"
-      all_rps+=("$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")")
-      all_p99+=("$(ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")")
+    for label in "${labels[@]}"; do
+      wrk_at "$label" "$c" -d1s >/dev/null
+      all_rps[$label]=""
+      all_p99[$label]=""
     done
-    rps[$label,$c]=$(median "${all_rps[@]}")
-    p99[$label,$c]=$(median "${all_p99[@]}")
+    for round in $(seq "$ROUNDS"); do
+      for label in "${labels[@]}"; do
+        say "wrk -t1 -c$c -d$DURATION $label ($round/$ROUNDS): ${url[$label]}"
+        out=$(wrk_at "$label" "$c" "-d$DURATION" --latency)
+        printf '%s\n' "$out" >&2
+        errors=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' <<<"$out")
+        [ -z "$errors" ] || die "$label at c$c: $errors non-2xx responses"
+        all_rps[$label]+=" $(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"
+        all_p99[$label]+=" $(ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")"
+      done
+    done
+    for label in "${labels[@]}"; do
+      # shellcheck disable=SC2086 # the lists split into their numbers
+      rps[$label,$c]=$(median ${all_rps[$label]})
+      # shellcheck disable=SC2086
+      p99[$label,$c]=$(median ${all_p99[$label]})
+    done
   done
+  read -r steal1 total1 < <(steal)
+  steal_pct=$(awk -v s="$((steal1 - steal0))" -v t="$((total1 - total0))" \
+    'BEGIN { printf "%.1f", (t > 0 ? 100 * s / t : 0) }')
 }
 
-run "upstream direct" "http://127.0.0.1:$UPSTREAM_PORT/api/x"
-run "nginx plain proxy_pass" "http://127.0.0.1:$NGINX_PORT/api/x"
+target "upstream direct" "http://127.0.0.1:$UPSTREAM_PORT/api/x"
+target "nginx plain proxy_pass" "http://127.0.0.1:$NGINX_PORT/api/x"
 
 say "bare hyper proxy :$BARE_PORT"
 "$TARGET/release/examples/bare_proxy" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UPSTREAM_PORT" 2 \
   >"$scratch/bare.log" 2>&1 &
 pids+=($!)
 wait_for "http://127.0.0.1:$BARE_PORT/" "$scratch/bare.log"
-run "bare hyper proxy (no logic)" "http://127.0.0.1:$BARE_PORT/api/x"
+target "bare hyper proxy (no logic)" "http://127.0.0.1:$BARE_PORT/api/x"
 
 start_gatehouse "$MEMORY_PORT" 'store = "memory"'
 gh="http://127.0.0.1:$MEMORY_PORT"
-session=$(login "$gh")
-run "gatehouse none" "$gh/open/x"
-run "gatehouse required memory" "$gh/api/x" -H "Cookie: $session" -H 'X-CSRF: 1'
+target "gatehouse none" "$gh/open/x"
+target "gatehouse required memory" "$gh/api/x" "$(login "$gh")"
 
 # What the access log and metrics cost: the same route, logging warnings only, no metrics.
 start_gatehouse "$QUIET_PORT" 'store = "memory"' warn
-run "gatehouse none, log warn, no metrics" "http://127.0.0.1:$QUIET_PORT/open/x"
+target "gatehouse none, log warn, no metrics" "http://127.0.0.1:$QUIET_PORT/open/x"
 
 redis_host_port=${REDIS_URL#*://}
 redis_host_port=${redis_host_port%%/*}
@@ -270,15 +301,17 @@ if (exec 3<>"/dev/tcp/${redis_host_port%:*}/${redis_host_port##*:}" && printf 'P
 redis_url = \"$REDIS_URL\"
 redis_prefix = \"gatehouse-loadtest:\""
   gh="http://127.0.0.1:$REDIS_PORT"
-  session=$(login "$gh")
-  run "gatehouse required redis" "$gh/api/x" -H "Cookie: $session" -H 'X-CSRF: 1'
+  target "gatehouse required redis" "$gh/api/x" "$(login "$gh")"
 else
   say "no Redis answers at $REDIS_URL: skipping the Redis run"
 fi
 
+measure
+
 
 echo
-echo "wrk -t1 -d$DURATION, median of $ROUNDS rounds after a warm-up, $(nproc) cores, loopback, access logs on"
+echo "wrk -t1 -d$DURATION, median of $ROUNDS interleaved rounds after a warm-up, $(nproc) cores, loopback, access logs on"
+echo "CPU steal meanwhile: ${steal_pct}% of the machine's time"
 printf '%-38s' "target"
 for c in $CONNECTIONS; do printf ' | %10s %9s %7s' "c$c req/s" "p99 ms" "ratio"; done
 echo
@@ -291,3 +324,6 @@ for label in "${labels[@]}"; do
   done
   echo
 done
+if awk -v s="$steal_pct" 'BEGIN { exit !(s > 2) }'; then
+  echo "warning: the hypervisor took ${steal_pct}% of the CPU time during the run; figures are noisy"
+fi
