@@ -193,6 +193,15 @@ login() {
   printf '%s\n' "$session"
 }
 
+# wrk_as SESSION_COOKIE URL [wrk flags...]: `wrk -t1` against URL, signed in (the cookie and
+# the anti-forgery header) when SESSION_COOKIE is not empty.
+wrk_as() {
+  local session=$1 url=$2 headers=()
+  shift 2
+  [ -z "$session" ] || headers=(-H "Cookie: $session" -H 'X-CSRF: 1')
+  wrk -t1 "$@" "${headers[@]}" "$url"
+}
+
 # redis_answers URL: whether a Redis answers PING at redis://HOST:PORT.
 redis_answers() {
   local host_port=${1#*://}

@@ -41,12 +41,11 @@ results=()
 declare -A dumps
 # count LABEL PID URL [SESSION_COOKIE]: instructions per request of process PID serving URL.
 count() {
-  local label=$1 pid=$2 url=$3 session=${4:-} headers=() out errors requests dump total
-  [ -z "$session" ] || headers=(-H "Cookie: $session" -H 'X-CSRF: 1')
-  wrk -t1 "-c$CONNECTIONS" -d3s "${headers[@]}" "$url" >/dev/null
+  local label=$1 pid=$2 url=$3 session=${4:-} out errors requests dump total
+  wrk_as "$session" "$url" "-c$CONNECTIONS" -d3s >/dev/null
   callgrind_control -z "$pid" >/dev/null
   say "wrk -t1 -c$CONNECTIONS -d$DURATION $label: $url"
-  out=$(wrk -t1 "-c$CONNECTIONS" "-d$DURATION" "${headers[@]}" "$url")
+  out=$(wrk_as "$session" "$url" "-c$CONNECTIONS" "-d$DURATION")
   callgrind_control -d "$pid" >/dev/null
   errors=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' <<<"$out")
   [ -z "$errors" ] || die "$label: $errors non-2xx responses"

@@ -66,12 +66,11 @@ target() {
 wrk_at() {
   local label=$1 c=$2
   shift 2
-  local headers=()
-  [ -z "${session_of[$label]}" ] || headers=(-H "Cookie: ${session_of[$label]}" -H 'X-CSRF: 1')
-  wrk -t1 "-c$c" "$@" "${headers[@]}" "${url[$label]}"
+  wrk_as "${session_of[$label]}" "${url[$label]}" "-c$c" "$@"
 }
-# steal: the machine's CPU time counters from /proc/stat: "steal total".
-steal() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; print $9, t }' /proc/stat; }
+# steal: the machine's CPU time counters from /proc/stat: "steal total" (user to steal; the
+# guest columns are already counted in user).
+steal() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t }' /proc/stat; }
 # measure: per connection count, a warm-up run of each target (not counted: fresh pools and
 # caches), then ROUNDS rounds of one run of each target in turn; keeps the median
 # requests/s and the median p99 of each.
