@@ -7,12 +7,13 @@ mod conn;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -192,7 +193,7 @@ pub async fn serve_workers(
 #[derive(Clone)]
 struct Acceptor {
     app: Arc<App>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    protocols: Arc<Protocols>,
     limit: Arc<Semaphore>,
     per_ip: Arc<PerIp>,
     /// Every connection task holds a clone; draining waits until all are dropped.
@@ -218,7 +219,7 @@ async fn serve_on(
     let (stop, stopping) = watch::channel(false);
     let acceptor = Acceptor {
         app: Arc::clone(&app),
-        builder: Arc::new(builder()),
+        protocols: Arc::new(Protocols::new()),
         limit: Arc::new(Semaphore::new(server.max_connections)),
         per_ip: PerIp::new(server.max_connections_per_ip),
         alive,
@@ -319,7 +320,7 @@ async fn serve_on(
 async fn accept(listener: TcpListener, acceptor: Acceptor, stop: impl Future<Output = ()>) {
     let Acceptor {
         app,
-        builder,
+        protocols,
         limit,
         per_ip,
         alive,
@@ -349,51 +350,61 @@ async fn accept(listener: TcpListener, acceptor: Acceptor, stop: impl Future<Out
         };
         let _ = stream.set_nodelay(true);
         let open = app.metrics.connection_opened();
-        let (app, builder, alive, stopping) = (
+        let (app, protocols, alive, stopping) = (
             Arc::clone(&app),
-            Arc::clone(&builder),
+            Arc::clone(&protocols),
             alive.clone(),
             stopping.clone(),
         );
         tokio::spawn(async move {
             let slot = Slot::new(permit, ip_slot, alive, open);
-            connection(app, &builder, stream, peer, stopping, slot).await;
+            connection(app, &protocols, stream, peer, stopping, slot).await;
         });
     }
 }
 
-fn builder() -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        // `server.header_read_timeout` is the connection's (`conn::Expiry`), not hyper's:
-        // hyper's arms a timer per request and runs it while a keep-alive connection idles
-        // too, closing it long before `server.idle_timeout`.
-        .header_read_timeout(None)
-        // No `.max_headers(MAX_HEADERS)`: hyper's own HTTP/1 cap is the same 100 fields (431
-        // past it), and setting one makes hyper fill a 100-entry buffer for every request.
-        // A memory bound only: the exact head-size limit is the pipeline's.
-        .max_buf_size(MAX_HEAD_BYTES * 2);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(H2_KEEP_ALIVE)
-        .keep_alive_timeout(H2_KEEP_ALIVE)
-        .max_concurrent_streams(MAX_H2_STREAMS)
-        // RFC 8441: WebSockets over HTTP/2 (extended CONNECT with `:protocol = websocket`).
-        .enable_connect_protocol()
-        .max_header_list_size(u32::try_from(MAX_HEAD_BYTES * 2).unwrap_or(u32::MAX));
-    builder
+/// How both protocols are served. The connection's first bytes already told which one it
+/// speaks ([`protocol_sniffed`]), so each is served by its own hyper builder: no second
+/// sniff of the preface and no rewind wrapper around every read, as an auto-detecting
+/// builder would add.
+struct Protocols {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new() -> Protocols {
+        let mut http1 = http1::Builder::new();
+        http1
+            // `server.header_read_timeout` is the connection's (`conn::Expiry`), not hyper's:
+            // hyper's arms a timer per request and runs it while a keep-alive connection
+            // idles too, closing it long before `server.idle_timeout`.
+            .header_read_timeout(None)
+            // No `.max_headers(MAX_HEADERS)`: hyper's own HTTP/1 cap is the same 100 fields
+            // (431 past it), and setting one makes hyper fill a 100-entry buffer for every
+            // request. A memory bound only: the exact head-size limit is the pipeline's.
+            .max_buf_size(MAX_HEAD_BYTES * 2);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .keep_alive_interval(H2_KEEP_ALIVE)
+            .keep_alive_timeout(H2_KEEP_ALIVE)
+            .max_concurrent_streams(MAX_H2_STREAMS)
+            // RFC 8441: WebSockets over HTTP/2 (extended CONNECT with `:protocol = websocket`).
+            .enable_connect_protocol()
+            .max_header_list_size(u32::try_from(MAX_HEAD_BYTES * 2).unwrap_or(u32::MAX));
+        Protocols { http1, http2 }
+    }
 }
 
 /// Serves one connection until it ends, the server stops (graceful: in-flight requests
 /// finish), or it sits idle for `server.idle_timeout` with nothing in flight.
 async fn connection(
     app: Arc<App>,
-    builder: &auto::Builder<TokioExecutor>,
+    protocols: &Protocols,
     stream: TcpStream,
     peer: SocketAddr,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
     slot: Arc<Slot>,
 ) {
     // A connection that never says which protocol it speaks would hold its slot forever.
@@ -429,8 +440,32 @@ async fn connection(
             }
         })
     };
-    let stream = ClientStream::new(stream, Arc::clone(&activity));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let io = TokioIo::new(ClientStream::new(stream, Arc::clone(&activity)));
+    match protocol {
+        Protocol::Http1 => {
+            let conn = protocols
+                .http1
+                .serve_connection(io, service)
+                .with_upgrades();
+            drive(conn, |c| c.graceful_shutdown(), expiry, stopping).await;
+        }
+        Protocol::Http2 => {
+            let conn = protocols.http2.serve_connection(io, service);
+            drive(conn, |c| c.graceful_shutdown(), expiry, stopping).await;
+        }
+    }
+}
+
+/// Runs `conn` to its end: `close` (its graceful shutdown) when the server stops or the
+/// connection idles past `expiry`; dropped at once when a request head comes too slowly.
+async fn drive<C>(
+    conn: C,
+    close: fn(Pin<&mut C>),
+    expiry: Expiry,
+    mut stopping: watch::Receiver<bool>,
+) where
+    C: Future<Output = hyper::Result<()>>,
+{
     tokio::pin!(conn, expiry);
     let (mut closing, mut expired) = (false, false);
     loop {
@@ -445,7 +480,7 @@ async fn connection(
                 return;
             }
             _ = stopping.wait_for(|stop| *stop), if !closing => {
-                conn.as_mut().graceful_shutdown();
+                close(conn.as_mut());
                 closing = true;
             }
             why = &mut expiry, if !expired => {
@@ -453,7 +488,7 @@ async fn connection(
                 match why {
                     Expired::Idle => {
                         tracing::debug!("closing an idle connection");
-                        conn.as_mut().graceful_shutdown();
+                        close(conn.as_mut());
                         closing = true;
                     }
                     // Dropped, not shut down: a head in progress would hold a graceful close
