@@ -71,13 +71,13 @@ impl Forwarder {
     /// exchange ends when it idles for `stream_idle_timeout`.
     pub async fn forward(
         &self,
-        req: Request<Incoming>,
+        req: Box<Request<Incoming>>,
         route: &Route,
         upstream: &Upstream,
     ) -> Result<Response<Body>, Error> {
         let clock = IdleClock::new();
         let timeout = route.stream_idle_timeout;
-        let (head, body) = req.into_parts();
+        let (head, body) = (*req).into_parts();
         let slot =
             BodySlot::new(Watched::new(body, Arc::clone(&clock), timeout).limited(route.max_body));
         let head = Head::from(head);

@@ -434,6 +434,7 @@ async fn connection(
             }
             let app = Arc::clone(&app);
             let peer = peer.clone();
+            let req = Box::new(req);
             async move {
                 let res = pipeline::handle(app, peer, req).await?;
                 Ok::<_, Infallible>(res.map(|body| Tracked::new(body, in_flight)))

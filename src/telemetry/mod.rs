@@ -113,8 +113,8 @@ pub async fn upstream_call<B, F>(
     metrics: &Metrics,
     route: &str,
     id: &RequestId,
-    mut req: Request<B>,
-    send: impl FnOnce(Request<B>) -> F,
+    mut req: Box<Request<B>>,
+    send: impl FnOnce(Box<Request<B>>) -> F,
 ) -> Result<Response<Body>, Error>
 where
     F: Future<Output = Result<Response<Body>, Error>>,
