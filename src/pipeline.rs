@@ -179,9 +179,9 @@ async fn dispatch<'a>(
     // future as large as theirs, and a request's future is moved several times before and
     // while it runs (kilobytes of copying per request).
     let req = if endpoints::may_answer(app, req.uri().path()) {
-        match Box::pin(endpoints::dispatch(app, *req, ctx)).await? {
+        match Box::pin(endpoints::dispatch(app, req, ctx)).await? {
             Ok(res) => return Ok(res),
-            Err(req) => Box::new(req),
+            Err(req) => req,
         }
     } else {
         req

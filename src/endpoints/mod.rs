@@ -18,7 +18,7 @@ use crate::app::App;
 use crate::config::MAX_ENDPOINT_BODY;
 use crate::csrf;
 use crate::error::Error;
-use crate::pipeline::Ctx;
+use crate::pipeline::{ClientRequest, Ctx};
 use crate::ratelimit::Budget;
 use crate::response::{self, Body};
 use crate::telemetry::outcomes;
@@ -32,9 +32,9 @@ pub fn may_answer(app: &App, path: &str) -> bool {
 /// Answers the request if it is for one of our endpoints; otherwise hands it back.
 pub async fn dispatch<'a>(
     app: &App,
-    req: Request<Incoming>,
+    req: ClientRequest,
     ctx: &mut Ctx<'a>,
-) -> Result<Result<Response<Body>, Request<Incoming>>, Error> {
+) -> Result<Result<Response<Body>, ClientRequest>, Error> {
     let path = req.uri().path();
     let name = match path {
         "/healthz" => "healthz",
@@ -77,7 +77,7 @@ pub async fn dispatch<'a>(
         "user" if get => user(app, &req, ctx).await?,
         "logout" if get || req.method() == Method::POST => logout::logout(app, &req, ctx).await?,
         "backchannel-logout" if req.method() == Method::POST => {
-            logout::backchannel_logout(app, req).await?
+            logout::backchannel_logout(app, *req).await?
         }
         _ => return Err(Error::MethodNotAllowed),
     };
