@@ -61,32 +61,49 @@ wait_for() {
 }
 
 # start_nginx: the fixed upstream and the reference proxy, one master, 2 workers.
-start_nginx() {
-  mkdir -p "$scratch/nginx"
-  cat >"$scratch/nginx/nginx.conf" <<EOF
+# nginx_instance NAME SERVER_BLOCK: an nginx of 2 workers of its own, serving SERVER_BLOCK
+# (inside `http`), its files under $scratch/NAME.
+nginx_instance() {
+  local dir="$scratch/$1"
+  mkdir -p "$dir"
+  cat >"$dir/nginx.conf" <<EOF
 worker_processes 2;
 daemon off;
-pid $scratch/nginx/nginx.pid;
-error_log $scratch/nginx/error.log warn;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
 events { worker_connections 4096; }
 http {
-  client_body_temp_path $scratch/nginx/body;
-  proxy_temp_path $scratch/nginx/proxy;
-  fastcgi_temp_path $scratch/nginx/fastcgi;
-  uwsgi_temp_path $scratch/nginx/uwsgi;
-  scgi_temp_path $scratch/nginx/scgi;
+  client_body_temp_path $dir/body;
+  proxy_temp_path $dir/proxy;
+  fastcgi_temp_path $dir/fastcgi;
+  uwsgi_temp_path $dir/uwsgi;
+  scgi_temp_path $dir/scgi;
   keepalive_requests 1000000;
-  upstream fixed {
-    server 127.0.0.1:$UPSTREAM_PORT;
-    keepalive 64;
-  }
-  server {
+$2
+}
+EOF
+  nginx -p "$dir" -c "$dir/nginx.conf" >"$dir/stdout.log" 2>&1 &
+  pids+=($!)
+}
+
+# start_nginx: the fixed-response upstream, and the reference proxy in front of it. They are
+# two nginx instances of 2 workers each, as gatehouse and its upstream are two processes: one
+# nginx serving both would answer many a proxied request within the worker that took it,
+# with no hop to another process, which no deployed proxy gets. The reference keeps up to
+# 512 idle upstream connections per worker, more than any run has requests in flight, so
+# that it never closes and reopens them (a pool of 64 would, at 256 connections).
+start_nginx() {
+  nginx_instance upstream "  server {
     listen 127.0.0.1:$UPSTREAM_PORT reuseport;
     access_log off;
     location / {
       default_type application/json;
-      return 200 '{"ok":true}';
+      return 200 '{\"ok\":true}';
     }
+  }"
+  nginx_instance nginx "  upstream fixed {
+    server 127.0.0.1:$UPSTREAM_PORT;
+    keepalive 512;
   }
   server {
     listen 127.0.0.1:$NGINX_PORT reuseport;
@@ -94,14 +111,11 @@ http {
     location / {
       proxy_pass http://fixed;
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
+      proxy_set_header Connection \"\";
     }
-  }
-}
-EOF
-  say "nginx: upstream :$UPSTREAM_PORT, reference proxy :$NGINX_PORT"
-  nginx -p "$scratch/nginx" -c "$scratch/nginx/nginx.conf" >"$scratch/nginx/stdout.log" 2>&1 &
-  pids+=($!)
+  }"
+  say "nginx: upstream :$UPSTREAM_PORT, reference proxy :$NGINX_PORT (two instances)"
+  wait_for "http://127.0.0.1:$UPSTREAM_PORT/" "$scratch/upstream/error.log"
   wait_for "http://127.0.0.1:$NGINX_PORT/" "$scratch/nginx/error.log"
 }
 

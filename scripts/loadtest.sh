@@ -2,9 +2,10 @@
 # Gatehouse against nginx, side by side in one run on loopback (issue 11's proof).
 #
 # Brings up, all on 127.0.0.1:
-#   - nginx as a fixed-response upstream (`return 200`, no access log);
-#   - nginx as the reference: plain `proxy_pass` to it, keepalive pool, 2 workers, access log
-#     on (one line per request to a file, as nginx ships);
+#   - nginx as a fixed-response upstream (`return 200`, no access log, 2 workers);
+#   - another nginx as the reference: plain `proxy_pass` to it, 2 workers of its own, a
+#     keepalive pool no run outgrows, access log on (one line per request to a file, as
+#     nginx ships);
 #   - examples/bare_proxy.rs, the smallest proxy on gatehouse's own parts (hyper, a pooled
 #     client, a current-thread runtime per worker) with no logic: the floor of the stack;
 #   - the test provider (from examples/demo.rs) to sign in against;
