@@ -1,8 +1,8 @@
 //! The floor for `scripts/loadtest.sh`: the smallest reverse proxy on the same parts as
 //! gatehouse (hyper 1 server, hyper-util's pooled client, one current-thread runtime per
-//! worker on its own `SO_REUSEPORT` socket, a pool per worker), with no logic at all: no
-//! routes, sessions, header hygiene, logs or metrics. What gatehouse costs above it is its
-//! own; what it costs against nginx is the stack's.
+//! worker on its own `SO_REUSEPORT` socket, a pool per worker, its allocator), with no logic
+//! at all: no routes, sessions, header hygiene, logs or metrics. What gatehouse costs above it
+//! is its own; what it costs against nginx is the stack's.
 //!
 //!   cargo run --release --example bare_proxy -- LISTEN UPSTREAM [WORKERS]
 //!   cargo run --release --example bare_proxy -- 127.0.0.1:8000 127.0.0.1:9000 2
@@ -16,6 +16,9 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+
+#[global_allocator]
+static ALLOCATOR: gatehouse::Allocator = gatehouse::Allocator;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);

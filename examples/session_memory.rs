@@ -43,6 +43,9 @@ fn identity(n: usize) -> Identity {
     }
 }
 
+#[global_allocator]
+static ALLOCATOR: gatehouse::Allocator = gatehouse::Allocator;
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let (count, access, id, refresh) = (arg(1, 100_000), arg(2, 900), arg(3, 900), arg(4, 64));
