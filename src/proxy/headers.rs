@@ -15,6 +15,7 @@
 
 use http::header::{AUTHORIZATION, CONNECTION, COOKIE, SET_COOKIE, TE};
 use http::{HeaderMap, HeaderName, HeaderValue};
+use smallvec::SmallVec;
 
 use crate::cookie::CookieNames;
 
@@ -87,52 +88,27 @@ impl HeaderPattern {
     }
 }
 
-/// Headers that proxies, load balancers and auth gateways use to assert a client address or
-/// an identity; upstreams may trust them, so a client must never be able to send them.
-/// (name, is_prefix).
-const SPOOFABLE: [(&str, bool); 35] = [
-    ("forwarded", false),
-    ("x-real-ip", false),
-    ("x-client-ip", false),
-    ("true-client-ip", false),
-    ("cf-connecting-ip", false),
-    ("x-cluster-client-ip", false),
-    ("fastly-client-ip", false),
-    ("x-original-url", false),
-    ("x-original-uri", false),
-    ("x-original-host", false),
-    ("x-rewrite-url", false),
-    ("remote-user", false),
-    ("x-user", false),
-    ("x-email", false),
-    ("x-userinfo", false),
-    ("x-id-token", false),
-    ("x-access-token", false),
-    ("x-forwarded-", true),
-    ("x-auth-request-", true),
-    ("x-original-forwarded-", true),
-    ("x-remote-", true),
-    ("x-authenticated-", true),
-    ("x-amzn-oidc-", true),
-    // Apache mod_auth_openidc / Grafana-style auth proxies.
-    ("x-webauth-", true),
-    // Google IAP.
-    ("x-goog-authenticated-user-", true),
-    ("x-goog-iap-jwt-assertion", false),
-    // Azure App Service authentication.
-    ("x-ms-client-principal", true),
-    ("x-ms-token-", true),
-    // Cloudflare Access.
-    ("cf-access-jwt-assertion", false),
-    ("cf-access-authenticated-user-email", false),
-    // Kong.
-    ("x-consumer-", true),
-    ("x-credential-identifier", false),
-    ("x-anonymous-consumer", false),
-    // Envoy.
-    ("x-envoy-", true),
-    ("x-jwt-payload", false),
-];
+/// Whether `name` is one of the headers that proxies, load balancers and auth gateways use to
+/// assert a client address or an identity (upstreams may trust them, so a client must never
+/// be able to send them), or matches one of `extra`. Names compare with `_` read as `-`.
+fn is_spoofable(name: &HeaderName, extra: &[HeaderPattern]) -> bool {
+    let raw = name.as_str().as_bytes();
+    let dashed: SmallVec<[u8; 64]>;
+    let n = if memchr::memchr(b'_', raw).is_some() {
+        dashed = raw
+            .iter()
+            .map(|&b| if b == b'_' { b'-' } else { b })
+            .collect();
+        &dashed[..]
+    } else {
+        raw
+    };
+    spoofable_name(n)
+        || SPOOFABLE_PREFIXES
+            .iter()
+            .any(|p| n.starts_with(p.as_bytes()))
+        || extra.iter().any(|p| p.matches(raw))
+}
 
 /// `a` equals `b` when `_` and `-` are taken as the same (names are already lowercase).
 fn same_name(a: &[u8], b: &[u8]) -> bool {
@@ -142,31 +118,61 @@ fn same_name(a: &[u8], b: &[u8]) -> bool {
             .all(|(x, y)| x == y || (*x == b'_' && *y == b'-'))
 }
 
-/// Which bytes a [`SPOOFABLE`] name starts with: a name that starts with any other needs no
-/// comparison with the list (most names a browser sends).
-static SPOOFABLE_FIRST: [bool; 256] = {
-    let mut first = [false; 256];
-    let mut i = 0;
-    while i < SPOOFABLE.len() {
-        first[SPOOFABLE[i].0.as_bytes()[0] as usize] = true;
-        i += 1;
-    }
-    first
-};
-
-fn is_spoofable(name: &HeaderName, extra: &[HeaderPattern]) -> bool {
-    let n = name.as_str().as_bytes();
-    let listed = n.first().is_some_and(|&b| SPOOFABLE_FIRST[usize::from(b)]);
-    listed
-        && SPOOFABLE.iter().any(|(p, prefix)| {
-            if *prefix {
-                n.len() >= p.len() && same_name(&n[..p.len()], p.as_bytes())
-            } else {
-                same_name(n, p.as_bytes())
-            }
-        })
-        || extra.iter().any(|p| p.matches(n))
+/// The whole names of [`is_spoofable`]: one `match`, which compares a name's length before
+/// any byte (most names a browser sends are no such length, or differ in the first bytes).
+fn spoofable_name(n: &[u8]) -> bool {
+    matches!(
+        n,
+        b"forwarded"
+            | b"x-real-ip"
+            | b"x-client-ip"
+            | b"true-client-ip"
+            | b"cf-connecting-ip"
+            | b"x-cluster-client-ip"
+            | b"fastly-client-ip"
+            | b"x-original-url"
+            | b"x-original-uri"
+            | b"x-original-host"
+            | b"x-rewrite-url"
+            | b"remote-user"
+            | b"x-user"
+            | b"x-email"
+            | b"x-userinfo"
+            | b"x-id-token"
+            | b"x-access-token"
+            // Google IAP.
+            | b"x-goog-iap-jwt-assertion"
+            // Cloudflare Access.
+            | b"cf-access-jwt-assertion"
+            | b"cf-access-authenticated-user-email"
+            // Kong.
+            | b"x-credential-identifier"
+            | b"x-anonymous-consumer"
+            // Envoy.
+            | b"x-jwt-payload"
+    )
 }
+
+/// The prefixes of [`is_spoofable`].
+const SPOOFABLE_PREFIXES: [&str; 12] = [
+    "x-forwarded-",
+    "x-auth-request-",
+    "x-original-forwarded-",
+    "x-remote-",
+    "x-authenticated-",
+    "x-amzn-oidc-",
+    // Apache mod_auth_openidc / Grafana-style auth proxies.
+    "x-webauth-",
+    // Google IAP.
+    "x-goog-authenticated-user-",
+    // Azure App Service authentication.
+    "x-ms-client-principal",
+    "x-ms-token-",
+    // Kong.
+    "x-consumer-",
+    // Envoy.
+    "x-envoy-",
+];
 
 /// Removes hop-by-hop headers, including those the `Connection` header lists.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -371,6 +377,49 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "192.0.2.1");
         assert_eq!(h["x-forwarded-host"], "app.example");
         assert!(h.values().all(|v| v != "evil"), "{h:?}");
+    }
+
+    #[test]
+    fn every_listed_name_and_prefix_is_stripped_with_dashes_or_underscores_and_others_are_kept() {
+        let long_prefixed = format!("x_forwarded_{}", "a".repeat(80));
+        let listed = [
+            "forwarded",
+            "x-user",
+            "x_user",
+            "x-jwt-payload",
+            "cf_access_authenticated_user_email",
+            "x-goog-iap-jwt-assertion",
+            "x-envoy-original-path",
+            "x_ms_client_principal_name",
+            "x-ms-client-principal",
+            "x-consumer-username",
+            long_prefixed.as_str(),
+        ];
+        // Names one byte off a listed one, or a listed prefix with nothing after it where the
+        // list names only longer ones.
+        let kept = [
+            "x-csrf",
+            "x-users",
+            "x-use",
+            "forwarde",
+            "x-envoy",
+            "x_consumer",
+            "cf-ray",
+        ];
+        let mut h = HeaderMap::new();
+        for n in listed.iter().chain(&kept) {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_static("1"),
+            );
+        }
+        prepare_request(&mut h, forwarding(None));
+        for n in listed {
+            assert!(!h.contains_key(n), "{n} was kept");
+        }
+        for n in kept {
+            assert!(h.contains_key(n), "{n} was stripped");
+        }
     }
 
     #[test]
