@@ -127,6 +127,52 @@ async fn a_hot_redis_session_costs_no_store_round_trip_after_the_first_request()
 }
 
 #[tokio::test]
+async fn requests_that_overlap_an_idle_clock_slide_write_it_once() {
+    let redis = OwnRedis::start().await;
+    let provider = TestProvider::start(ProviderOptions::default()).await;
+    let upstream = EchoUpstream::start().await;
+    // Idle 4 s: the idle clock is written back once it is 1 s old.
+    let lines = format!(
+        "store = \"redis\"\nredis_url = \"{}\"\nredis_prefix = \"gh-slide:\"\nidle_timeout = \"4s\"",
+        redis.url
+    );
+    let gh = Gatehouse::start(&config(&provider, &upstream, &lines)).await;
+    tracking_is_on(&gh).await;
+    let mut b = Browser::new(&gh.origin);
+    assert_eq!(b.login("/").await.status(), 200);
+    assert_eq!(b.api(Method::GET, "/api/first").await.status(), 200);
+
+    // One slide first, alone: the write script is loaded on the server before the count.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(b.api(Method::GET, "/api/alone").await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    redis.reset_stats().await;
+    let browsers: Vec<Browser> = (0..32)
+        .map(|_| {
+            let mut c = Browser::new(&gh.origin);
+            c.jar.clone_from(&b.jar);
+            c
+        })
+        .collect();
+    let statuses = futures_util::future::join_all(
+        browsers
+            .into_iter()
+            .map(|mut c| async move { c.api(Method::GET, "/api/due").await.status() }),
+    )
+    .await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    // Give a slide that went out late the time to reach Redis.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let calls = redis.command_calls().await;
+    let writes =
+        calls.get("evalsha").copied().unwrap_or(0) + calls.get("eval").copied().unwrap_or(0);
+    assert_eq!(
+        writes, 1,
+        "idle-clock writes for 32 overlapping requests: {calls:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_logout_on_one_instance_makes_the_next_request_on_another_401() {
     let redis = OwnRedis::start().await;
     let provider = TestProvider::start(ProviderOptions::default()).await;

@@ -9,6 +9,7 @@ mod memory;
 pub mod record;
 mod redis;
 mod shards;
+mod slides;
 mod store;
 
 pub use login::{LOGIN_TTL, LoginCookies, LoginTxn, MAX_PENDING_LOGINS, MAX_RETURN_TO};
@@ -101,6 +102,8 @@ pub struct Sessions {
     max_lifetime_ms: AtomicU64,
     prefix: String,
     ended: OnceLock<Arc<dyn EndObserver>>,
+    /// The idle-clock writes on their way to the store.
+    slides: Arc<slides::Slides>,
 }
 
 impl Sessions {
@@ -115,6 +118,7 @@ impl Sessions {
             max_lifetime_ms: AtomicU64::new(duration_ms(config.max_lifetime)),
             prefix: config.key_prefix.clone(),
             ended: OnceLock::new(),
+            slides: slides::Slides::new(),
         }
     }
 
@@ -188,7 +192,12 @@ impl Sessions {
             return Ok(None);
         }
         let interval = (millis(self.idle()) / 4).clamp(1, MAX_TOUCH_INTERVAL_MS);
-        if slide && now - loaded.session.last_seen_ms >= interval {
+        // A request that overlaps a slide of this session leaves the idle clock to it (and
+        // keeps the record as read, whose clock is at most one interval behind).
+        if slide
+            && now - loaded.session.last_seen_ms >= interval
+            && let Some(sliding) = self.slides.begin(&loaded.key)
+        {
             Arc::make_mut(&mut loaded.session).last_seen_ms = now;
             if let Some(sealed) =
                 record::seal(&loaded.secret.record_key, &loaded.key, &*loaded.session)
@@ -204,6 +213,7 @@ impl Sessions {
                     if let Err(e) = store.replace(&key, &expected, &sealed, ttl).await {
                         tracing::warn!(error = %e, "could not slide the session's idle timeout");
                     }
+                    drop(sliding);
                 }));
             }
         }

@@ -1,5 +1,6 @@
-//! Keys spread over 64 maps, each behind its own lock: how the memory store and the Redis
-//! store's local cache hold their entries, so that requests on different cores rarely meet.
+//! Keys spread over 64 maps, each behind its own lock: how the memory store, the Redis
+//! store's local cache and the slides in flight (`super::slides`) hold their entries, so
+//! that requests on different cores rarely meet.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher as _;
