@@ -62,16 +62,21 @@ enum SessionsCommand {
     /// How many sessions exist, or how many a subject has.
     Count {
         /// Only this subject's (the ID token's `sub`).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         sub: Option<String>,
     },
     /// End sessions now, on every instance, as a back-channel logout would.
     End {
         /// Every session of this subject.
-        #[arg(long, conflicts_with = "sid", required_unless_present = "sid")]
+        #[arg(
+            long,
+            conflicts_with = "sid",
+            required_unless_present = "sid",
+            allow_hyphen_values = true
+        )]
         sub: Option<String>,
         /// The sessions of this provider session (the ID token's `sid`).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         sid: Option<String>,
     },
 }
@@ -197,5 +202,36 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Subjects and provider session ids are the provider's opaque strings: one that starts
+    /// with `-` (a random base64url id, one time in 32) is the value, not another option.
+    #[test]
+    fn sessions_take_a_sub_or_sid_that_starts_with_a_dash() {
+        let parsed = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            match cli.command {
+                Some(Command::Sessions(SessionsCommand::End { sub, sid })) => (sub, sid),
+                Some(Command::Sessions(SessionsCommand::Count { sub })) => (sub, None),
+                _ => panic!("not a sessions command"),
+            }
+        };
+        assert_eq!(
+            parsed(&["gatehouse", "sessions", "end", "--sid", "-8e1Ivvu0"]),
+            (None, Some("-8e1Ivvu0".to_owned()))
+        );
+        assert_eq!(
+            parsed(&["gatehouse", "sessions", "end", "--sub", "--x"]),
+            (Some("--x".to_owned()), None)
+        );
+        assert_eq!(
+            parsed(&["gatehouse", "sessions", "count", "--sub", "-a"]),
+            (Some("-a".to_owned()), None)
+        );
     }
 }
