@@ -60,7 +60,6 @@ wait_for() {
   die "nothing answers at $1"
 }
 
-# start_nginx: the fixed upstream and the reference proxy, one master, 2 workers.
 # nginx_instance NAME SERVER_BLOCK: an nginx of 2 workers of its own, serving SERVER_BLOCK
 # (inside `http`), its files under $scratch/NAME.
 nginx_instance() {

@@ -66,7 +66,7 @@ pub mod websocket;
 
 /// The allocator the `gatehouse` binary runs on, and the examples that measure it
 /// (`#[global_allocator] static ALLOCATOR: gatehouse::Allocator = gatehouse::Allocator;`):
-/// mimalloc, whose per-thread heaps serve a request's short-lived buffers with no atomic
-/// operation, where glibc's malloc and free cost about 5% of a proxied request's
-/// instructions. The library and its tests use whatever allocator their binary chose.
+/// mimalloc, whose per-thread heaps serve a request's short-lived buffers (glibc's malloc
+/// and free cost about 5% of a proxied request's instructions). The library and its tests
+/// use whatever allocator their binary chose.
 pub use mimalloc::MiMalloc as Allocator;
